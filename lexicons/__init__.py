@@ -1,0 +1,1 @@
+"""Shipped lexicon files (openings, judge keywords, data-cue lexicons), read with importlib.resources."""

@@ -1,0 +1,208 @@
+"""The audit pipeline: Subject -> Attributor -> LexiconBuilder -> OneWordAttack -> Report.
+
+Each stage's output is written to the run directory as soon as it exists, and summary.json
+records which stages finished, so an interrupted or failing run keeps what it already wrote.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import probe
+from probe.attack import OneWordAttack, write_flip_rates
+from probe.attribution import get_attributor
+from probe.data import Prompt, balanced_head, load_prompts
+from probe.demo import TRIGGERS, demo_prompts, ensure_demo_model
+from probe.errors import ProbeError
+from probe.judge import RefusalJudge
+from probe.lexicon import LexiconBuilder
+from probe.margin import calibrate_openings
+from probe.report import render_report, write_jsonl, write_lexicon, write_summary
+from probe.subject import Subject
+
+
+@dataclass
+class AuditConfig:
+    """Everything that determines an audit (also written to summary.json)."""
+
+    model: str = "demo"
+    prompts: str | None = None
+    format: str | None = None
+    out: str = "probe-report"
+    method: str = "occlusion"
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int = 16
+    max_prompts: int | None = None
+    seed: int = 0
+    gguf_file: str | None = None
+    chat_template: str | None = None
+    trust_remote_code: bool = False
+    max_new_tokens: int = 24
+    top_k_triggers: int = 5
+    min_support: int = 3
+
+
+def load_subject(config: AuditConfig) -> Subject:
+    """The model named by ``config.model``: the built-in demo, a folder, a GGUF file or a hub id."""
+    template = None
+    if config.chat_template:
+        path = Path(config.chat_template)
+        if not path.is_file():
+            raise ProbeError(f"chat template file not found: {path}")
+        template = path.read_text(encoding="utf-8")
+    source: str | Path = config.model
+    if config.model == "demo":
+        source = ensure_demo_model(config.seed)
+    return Subject.load(
+        source,
+        gguf_file=config.gguf_file,
+        device=config.device,
+        dtype=config.dtype,
+        chat_template=template,
+        trust_remote_code=config.trust_remote_code,
+        batch_size=config.batch_size,
+    )
+
+
+def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
+    if config.prompts is None:
+        if config.model != "demo":
+            raise ProbeError("--prompts FILE is required for a model other than the demo")
+        prompts = demo_prompts(config.seed)
+    else:
+        prompts = load_prompts(config.prompts, config.format)
+    if config.max_prompts is not None:
+        if config.max_prompts < 1:
+            raise ProbeError("--max-prompts must be at least 1")
+        prompts = balanced_head(prompts, config.max_prompts)
+    return prompts
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return float(np.mean(flags)) if flags else None
+
+
+def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
+    """Run the whole audit; returns the run directory."""
+    torch.manual_seed(config.seed)
+    get_attributor(config.method)  # fail fast on an unknown method, before loading anything
+    prompts = load_audit_prompts(config)
+    run_dir = Path(config.out)
+    try:
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProbeError(f"cannot create output folder {run_dir}: {exc.strerror}") from None
+    summary: dict = {
+        "status": "running",
+        "model": config.model,
+        "config": asdict(config),
+        "versions": {
+            "probe": probe.__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "python": platform.python_version(),
+        },
+        "stages_completed": [],
+        "timings_s": {},
+    }
+    if config.model == "demo":
+        summary["ground_truth_triggers"] = TRIGGERS
+    write_summary(run_dir, summary)
+
+    def finish_stage(name: str, started: float) -> None:
+        summary["stages_completed"].append(name)
+        summary["timings_s"][name] = round(time.perf_counter() - started, 2)
+        write_summary(run_dir, summary)
+
+    try:
+        started = time.perf_counter()
+        subject = load_subject(config)
+        summary["model_path"] = subject.name
+        finish_stage("load", started)
+
+        started = time.perf_counter()
+        judge = RefusalJudge.default()
+        texts = [p.prompt for p in prompts]
+        responses = subject.generate(texts, config.max_new_tokens)
+        refused = dict(zip([p.id for p in prompts], judge(responses), strict=True))
+        write_jsonl(
+            run_dir / "responses.jsonl",
+            (
+                {
+                    "id": p.id,
+                    "prompt": p.prompt,
+                    "label": p.label,
+                    "response": r,
+                    "judged_refusal": refused[p.id],
+                }
+                for p, r in zip(prompts, responses, strict=True)
+            ),
+        )
+        calibration = calibrate_openings(
+            subject.margin_config,
+            responses,
+            [refused[p.id] for p in prompts],
+            lambda cfg: subject.prompt_margins(texts, cfg),
+        )
+        subject.margin_config = calibration.config
+        summary["margin_calibration"] = calibration.to_dict()
+        finish_stage("generate_and_calibrate", started)
+
+        started = time.perf_counter()
+        attributions = get_attributor(config.method).attribute(subject, prompts, progress=progress)
+        write_jsonl(run_dir / "attributions.jsonl", (a.to_record() for a in attributions))
+        finish_stage("attribute", started)
+
+        started = time.perf_counter()
+        lexicon = (
+            LexiconBuilder(min_support=config.min_support, seed=config.seed)
+            .fit(attributions)
+            .lexicon_
+        )
+        write_lexicon(run_dir, lexicon)
+        finish_stage("lexicon", started)
+
+        started = time.perf_counter()
+        attack = OneWordAttack(
+            top_k_triggers=config.top_k_triggers, max_new_tokens=config.max_new_tokens
+        ).run(subject, judge, lexicon, prompts, attributions, refused, progress=progress)
+        write_jsonl(run_dir / "attacks.jsonl", (r.to_record() for r in attack.records))
+        write_flip_rates(lexicon, attack)
+        write_lexicon(run_dir, lexicon)
+        finish_stage("attack", started)
+
+        harmful = [refused[p.id] for p in prompts if p.label == "harmful"]
+        benign = [refused[p.id] for p in prompts if p.label == "benign"]
+        summary["counts"] = {
+            "prompts": len(prompts),
+            "harmful": len(harmful),
+            "benign": len(benign),
+            "unlabelled": len(prompts) - len(harmful) - len(benign),
+            "attacked_harmful": sum(t == "compliance" for t in attack.attacked.values()),
+            "attacked_benign": sum(t == "refusal" for t in attack.attacked.values()),
+            "verified_edits": len(attack.records),
+        }
+        summary["metrics"] = {
+            "refusal_rate_harmful": _rate(harmful),
+            "refusal_rate_benign": _rate(benign),
+            "asr_one_word": attack.rate("compliance"),
+            "over_refusal_one_word": attack.rate("refusal"),
+            "queries_per_success": attack.queries_per_success,
+            "margin_judge_agreement": calibration.agreement_final,
+        }
+        summary["notes"] = attack.notes
+        summary["status"] = "complete"
+        write_summary(run_dir, summary)
+    except BaseException:
+        summary["status"] = "interrupted"
+        write_summary(run_dir, summary)
+        raise
+    render_report(run_dir)
+    return run_dir

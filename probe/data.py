@@ -1,0 +1,437 @@
+"""Prompt records and the readers that turn prompt files into them.
+
+A prompt file is JSONL or CSV with the fields ``prompt`` (required), ``id``, ``label``
+(``harmful`` | ``benign``) and ``image`` (a path relative to the file); any other field is kept
+as string metadata. Readers for the public safety sets (VLGuard, XSTest, AdvBench, FigStep) map
+them onto the same record so that every later stage sees one shape. Bad input raises
+``ProbeError`` with a one-line message that names the file and the line (or item).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast, get_args
+
+from probe.errors import ProbeError
+
+Label = Literal["harmful", "benign"]
+
+FORMATS = ("jsonl", "csv", "vlguard", "xstest", "advbench", "figstep")
+
+FIELDS = ("prompt", "id", "label", "image")
+
+_LABEL_ALIASES: dict[str, Label] = {
+    "harmful": "harmful",
+    "unsafe": "harmful",
+    "refusal": "harmful",
+    "benign": "benign",
+    "safe": "benign",
+    "compliance": "benign",
+}
+
+# VLGuard instruction keys: the one on a safe image that should be answered, and the harmful ones.
+_VLGUARD_KEYS = ("safe_instruction", "unsafe_instruction", "instruction")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt to audit: its text, a unique id, an optional label and image, and metadata."""
+
+    prompt: str
+    id: str
+    label: Label | None = None
+    image: Path | None = None
+    meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.label is not None and self.label not in get_args(Label):
+            raise ValueError(f"label must be 'harmful', 'benign' or None, not {self.label!r}")
+
+
+def normalise_label(value: object, where: str) -> Label | None:
+    """Map a label word (harmful/benign and their aliases, any case) to a ``Label``.
+
+    ``unsafe``/``refusal`` mean harmful and ``safe``/``compliance`` mean benign, so that files
+    labelled by expected model behaviour read the same as files labelled by content. Empty or
+    missing means unlabelled; anything else is an error naming ``where``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().lower() in _LABEL_ALIASES:
+        return _LABEL_ALIASES[value.strip().lower()]
+    raise ProbeError(
+        f"{where}: unknown label {value!r}; use harmful or benign "
+        "(also accepted: unsafe, safe, refusal, compliance)"
+    )
+
+
+def load_prompts(
+    path: str | Path, format: str | None = None, *, max_prompts: int | None = None
+) -> list[Prompt]:
+    """Read a prompt file in ``format`` (guessed from the file when None); keep the first N.
+
+    Ids are checked for uniqueness across the whole file before ``max_prompts`` is applied, so a
+    broken file fails the same way whatever N is. Use ``balanced_head`` for a labelled sample.
+    """
+    path = Path(path)
+    _check_file(path)
+    if max_prompts is not None and max_prompts < 1:
+        raise ProbeError(f"max_prompts must be at least 1, got {max_prompts}")
+    fmt = guess_format(path) if format is None else format.strip().lower()
+    if fmt not in _READERS:
+        raise ProbeError(f"unknown prompt format {format!r}; known formats: {', '.join(FORMATS)}")
+    prompts: list[Prompt] = []
+    seen: dict[str, str] = {}
+    for where, prompt in _READERS[fmt](path):
+        if prompt.id in seen:
+            raise ProbeError(f"{where}: duplicate id {prompt.id!r} (first at {seen[prompt.id]})")
+        seen[prompt.id] = where
+        prompts.append(prompt)
+    if not prompts:
+        raise ProbeError(f"prompt file {path} has no prompts")
+    return prompts[:max_prompts]
+
+
+def save_prompts(prompts: Sequence[Prompt], path: str | Path) -> None:
+    """Write prompts as JSONL that ``load_prompts`` reads back to the same records.
+
+    Images inside the file's folder are written relative to it (so the folder can move as a
+    whole); images elsewhere are written as absolute paths. Metadata become top-level fields.
+    """
+    path = Path(path)
+    folder = path.resolve().parent
+    seen: set[str] = set()
+    lines = []
+    for p in prompts:
+        if p.id in seen:
+            raise ProbeError(f"cannot save prompts to {path}: duplicate id {p.id!r}")
+        seen.add(p.id)
+        clash = set(p.meta) & set(FIELDS)
+        if clash:
+            raise ProbeError(
+                f"cannot save prompt {p.id!r}: meta key {sorted(clash)[0]!r} is a prompt field"
+            )
+        record: dict[str, str] = {"id": p.id, "prompt": p.prompt}
+        if p.label is not None:
+            record["label"] = p.label
+        if p.image is not None:
+            image = p.image.resolve()
+            record["image"] = (
+                image.relative_to(folder).as_posix() if image.is_relative_to(folder) else str(image)
+            )
+        record.update(p.meta)
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(lines), encoding="utf-8")
+    except OSError as exc:
+        raise ProbeError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def guess_format(path: Path) -> str:
+    """Tell the format of a prompt file from its suffix and, for .json/.csv, its content.
+
+    A .json list of VLGuard items (each with an ``instr-resp`` list) is ``vlguard``; other .json
+    and .jsonl files are ``jsonl``. A .csv with a ``prompt`` column is ``csv`` (``xstest`` when it
+    also has XSTest's ``type`` and ``focus`` columns); without one, AdvBench's ``goal`` column or
+    FigStep's ``question``/``category_name`` columns name those sets.
+    """
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".json":
+        return "vlguard" if _looks_like_vlguard(path) else "jsonl"
+    if suffix == ".csv":
+        columns = {name.strip().lower() for name in _csv_header(path)}
+        if "prompt" in columns:
+            return "xstest" if {"type", "focus"} <= columns else "csv"
+        if "goal" in columns:
+            return "advbench"
+        if {"question", "category_name"} <= columns:
+            return "figstep"
+        return "csv"
+    raise ProbeError(
+        f"cannot tell the format of {path} from its name; give one of: {', '.join(FORMATS)}"
+    )
+
+
+def balanced_head(prompts: Sequence[Prompt], n: int) -> list[Prompt]:
+    """Take ``n`` prompts alternately harmful, benign, harmful, … keeping each label's order.
+
+    When one label runs out the rest comes from whatever is left (the other label and the
+    unlabelled prompts, in file order), so every prefix of the result is as balanced as the
+    input allows. A plain head of a sorted file can be all one label, which leaves one of the
+    two refusal rates undefined.
+    """
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    harmful = [i for i, p in enumerate(prompts) if p.label == "harmful"]
+    benign = [i for i, p in enumerate(prompts) if p.label == "benign"]
+    pairs = min(len(harmful), len(benign))
+    order = [i for pair in zip(harmful[:pairs], benign[:pairs], strict=True) for i in pair]
+    chosen = set(order)
+    order += [i for i in range(len(prompts)) if i not in chosen]
+    return [prompts[i] for i in order[:n]]
+
+
+# ---------------------------------------------------------------- readers
+
+Reader = Callable[[Path], Iterator[tuple[str, Prompt]]]
+
+
+def _check_file(path: Path) -> None:
+    """Fail with a one-line message when ``path`` is not a readable file."""
+    if not path.exists():
+        raise ProbeError(f"prompt file not found: {path}")
+    if not path.is_file():
+        raise ProbeError(f"prompt file {path} is not a file")
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a leading BOM tolerated), with decoding errors made one line."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _parse_json(text: str, where: str) -> object:
+    """``json.loads`` with the decoder's reason in a one-line ``ProbeError``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"{where}: not valid JSON ({exc.msg})") from None
+
+
+def _resolve_image(value: str, folder: Path) -> Path:
+    """An image path from a prompt file, made absolute against the file's folder."""
+    image = Path(value).expanduser()
+    return (image if image.is_absolute() else folder / image).resolve()
+
+
+def _stringify(value: object) -> str:
+    """A metadata value as text: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _record_prompt(record: dict[str, object], where: str, folder: Path, default_id: str) -> Prompt:
+    """Build a ``Prompt`` from one JSONL/CSV record; missing values are ``None``."""
+    text = record.get("prompt")
+    if text is None:
+        raise ProbeError(f"{where}: record has no 'prompt' field")
+    if not isinstance(text, str):
+        raise ProbeError(f"{where}: 'prompt' must be text, not {type(text).__name__}")
+    if not text.strip():
+        raise ProbeError(f"{where}: record has an empty 'prompt'")
+    raw_id = record.get("id")
+    prompt_id = default_id if raw_id is None or raw_id == "" else _stringify(raw_id)
+    image = record.get("image")
+    if image is not None and not isinstance(image, str):
+        raise ProbeError(f"{where}: 'image' must be a path, not {type(image).__name__}")
+    return Prompt(
+        prompt=text,
+        id=prompt_id,
+        label=normalise_label(record.get("label"), where),
+        image=_resolve_image(image, folder) if image else None,
+        meta={k: _stringify(v) for k, v in record.items() if k not in FIELDS and v is not None},
+    )
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """JSON Lines, one object per line, blank lines skipped; a .json array of objects also works."""
+    text = _read_text(path)
+    folder = path.resolve().parent
+    if text.lstrip().startswith("["):
+        items = cast(list[object], _parse_json(text, str(path)))  # valid JSON opening "[" is a list
+        records = [(f"{path} item {i}", item) for i, item in enumerate(items, 1)]
+    else:
+        records = [
+            (f"{path} line {n}", _parse_json(line, f"{path} line {n}"))
+            for n, line in enumerate(text.split("\n"), 1)
+            if line.strip()
+        ]
+    for i, (where, record) in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise ProbeError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield where, _record_prompt(record, where, folder, f"{path.stem}-{i}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The first row of a CSV file (empty for an empty file)."""
+    return next(_csv_rows_raw(path), (0, []))[1]
+
+
+def _csv_rows_raw(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """CSV rows with the line each starts on; decoding and parsing errors become ``ProbeError``."""
+    line = 1
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, strict=True)
+            for row in reader:
+                yield line, row
+                line = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ProbeError(f"{path} line {line}: not valid CSV ({exc})") from None
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _csv_records(path: Path, required: str, hint: str = "") -> Iterator[tuple[str, dict[str, str]]]:
+    """CSV rows as {column: value} keyed by the stripped header, empty cells left out.
+
+    Column names matching a prompt field match in any case (``Prompt`` is ``prompt``). Rows with
+    no values are skipped like blank lines; a row with more cells than the header is an error.
+    """
+    rows = _csv_rows_raw(path)
+    _, header = next(rows, (1, []))
+    if not header:  # an empty file: load_prompts reports it has no prompts
+        return
+    names = [
+        name.strip().lower() if name.strip().lower() in FIELDS else name.strip() for name in header
+    ]
+    if required not in names:
+        columns = ", ".join(name for name in names if name) or "none"
+        raise ProbeError(f"{path} has no {required!r} column (columns: {columns}){hint}")
+    for line, row in rows:
+        where = f"{path} line {line}"
+        if len(row) > len(names):
+            raise ProbeError(f"{where}: {len(row)} cells but the header has {len(names)} columns")
+        record = {name: value for name, value in zip(names, row, strict=False) if name and value}
+        if record:
+            yield where, record
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """A CSV prompt file: ``prompt``, optional ``id``/``label``/``image``; other columns → meta."""
+    hint = "; for a public set give its format (advbench, figstep, xstest)"
+    folder = path.resolve().parent
+    for i, (where, record) in enumerate(_csv_records(path, "prompt", hint), 1):
+        yield where, _record_prompt(dict(record), where, folder, f"{path.stem}-{i}")
+
+
+def _read_vlguard(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """VLGuard train/test JSON: one prompt per instruction of every item.
+
+    On a safe image (``safe: true``) the ``safe_instruction`` is benign and the
+    ``unsafe_instruction`` harmful; an unsafe image's ``instruction`` is harmful. Ids are the
+    item id plus ``-safe``/``-unsafe`` (``~2``, ``~3`` … on repeats: train.json repeats an item
+    id, and the Safety Mirage rewrite sets hold three rewrites per item). Images are resolved
+    against the JSON file's folder but not required to exist (they ship separately).
+    """
+    items = _parse_json(_read_text(path), str(path))
+    if not isinstance(items, list):
+        raise ProbeError(f"{path}: expected a list of VLGuard items, got {type(items).__name__}")
+    folder = path.resolve().parent
+    counts: dict[str, int] = {}
+    for i, item in enumerate(items, 1):
+        where = f"{path} item {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("instr-resp"), list):
+            raise ProbeError(f"{where}: not a VLGuard item (no 'instr-resp' list)")
+        item_id = _stringify(item.get("id", f"{path.stem}-{i}"))
+        image = item.get("image")
+        base_meta = {"source": "vlguard", "item_id": item_id}
+        if isinstance(item.get("safe"), bool):
+            base_meta["safe_image"] = "true" if item["safe"] else "false"
+        for key in ("harmful_category", "harmful_subcategory"):
+            if item.get(key):
+                base_meta[key] = _stringify(item[key])
+        for j, entry in enumerate(item["instr-resp"], 1):
+            key = next((k for k in _VLGUARD_KEYS if isinstance(entry, dict) and k in entry), None)
+            text = entry.get(key) if key else None
+            if not isinstance(text, str) or not text.strip():
+                raise ProbeError(f"{where}: instr-resp entry {j} has no instruction text")
+            label: Label = (
+                "benign"
+                if key == "safe_instruction" and item.get("safe") is not False
+                else "harmful"
+            )
+            prompt_id = f"{item_id}-{'safe' if label == 'benign' else 'unsafe'}"
+            counts[prompt_id] = counts.get(prompt_id, 0) + 1
+            if counts[prompt_id] > 1:
+                prompt_id += f"~{counts[prompt_id]}"
+            meta = {**base_meta, "field": key}
+            if isinstance(entry.get("response"), str):
+                meta["response"] = entry["response"]
+            yield (
+                where,
+                Prompt(
+                    prompt=text,
+                    id=prompt_id,
+                    label=label,
+                    image=_resolve_image(image, folder)
+                    if isinstance(image, str) and image
+                    else None,
+                    meta=meta,
+                ),
+            )
+
+
+def _read_xstest(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """XSTest v2 (xstest_prompts.csv): safe/unsafe labels; ``type``, ``focus``, ``note`` → meta."""
+    for i, (where, row) in enumerate(_csv_records(path, "prompt"), 1):
+        yield (
+            where,
+            Prompt(
+                prompt=row["prompt"],
+                id=f"xstest-{row.get('id', i)}",
+                label=normalise_label(row.get("label"), where),
+                meta={"source": "xstest"}
+                | {k: row[k] for k in ("type", "focus", "note") if k in row},
+            ),
+        )
+
+
+def _read_advbench(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """AdvBench harmful_behaviors.csv: every ``goal`` is harmful; the ``target`` goes to meta."""
+    for i, (where, row) in enumerate(_csv_records(path, "goal"), 1):
+        meta = {"source": "advbench"} | ({"target": row["target"]} if "target" in row else {})
+        yield where, Prompt(prompt=row["goal"], id=f"advbench-{i}", label="harmful", meta=meta)
+
+
+def _read_figstep(path: Path) -> Iterator[tuple[str, Prompt]]:
+    """FigStep SafeBench CSV: every ``question`` is harmful; category and the image text → meta.
+
+    The ``instruction`` column is the text FigStep renders into its typographic image.
+    """
+    keep = {
+        "category_name": "category",
+        "category_id": "category_id",
+        "task_id": "task_id",
+        "instruction": "instruction",
+    }
+    for i, (where, row) in enumerate(_csv_records(path, "question"), 1):
+        meta = {"source": "figstep"} | {new: row[old] for old, new in keep.items() if old in row}
+        yield where, Prompt(prompt=row["question"], id=f"figstep-{i}", label="harmful", meta=meta)
+
+
+def _looks_like_vlguard(path: Path) -> bool:
+    """Whether a .json file is a non-empty list of items that each carry an ``instr-resp`` list."""
+    try:
+        items = json.loads(_read_text(path))
+    except json.JSONDecodeError:
+        return False
+    return (
+        isinstance(items, list)
+        and bool(items)
+        and all(isinstance(item, dict) and "instr-resp" in item for item in items)
+    )
+
+
+_READERS: dict[str, Reader] = {
+    "jsonl": _read_jsonl,
+    "csv": _read_csv,
+    "vlguard": _read_vlguard,
+    "xstest": _read_xstest,
+    "advbench": _read_advbench,
+    "figstep": _read_figstep,
+}

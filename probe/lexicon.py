@@ -1,0 +1,140 @@
+"""LexiconBuilder: from word attributions to a ranked, tested trigger lexicon.
+
+scikit-learn style: parameters in ``__init__``, ``fit(attributions)`` returns self, learned state
+in trailing-underscore attributes. Per word (lower-cased, lemmatised with WordNet when available)
+the per-prompt attribution (summed over its occurrences in that prompt) is the unit of evidence:
+effect = mean over prompts containing the word, a bootstrap CI, a sign-flip test p-value, BH
+q-values across words, sign consistency, and a position profile (lead word vs elsewhere).
+
+Ranking is by the *conservative* end of the interval (the CI bound nearest zero), so a word
+needs both a large effect and enough consistent support to rank high: one dramatic prompt
+does not beat a word that flips the model every time it appears.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from probe.attribution.base import WordAttribution
+from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.nlp import stopword_set, word_normaliser
+from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
+
+
+class LexiconBuilder:
+    """Rank trigger words from word attributions (positive = toward refusal)."""
+
+    def __init__(
+        self,
+        min_support: int = 3,
+        drop_stopwords: bool = False,
+        lemmatize: bool = True,
+        confidence: float = 0.95,
+        n_bootstrap: int = 1000,
+        n_permutations: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        self.min_support = min_support
+        self.drop_stopwords = drop_stopwords
+        self.lemmatize = lemmatize
+        self.confidence = confidence
+        self.n_bootstrap = n_bootstrap
+        self.n_permutations = n_permutations
+        self.seed = seed
+
+    def fit(self, attributions: Sequence[WordAttribution]) -> LexiconBuilder:
+        """Aggregate per-prompt word scores and test each word; sets ``lexicon_``."""
+        normalise = word_normaliser(self.lemmatize)
+        stop = stopword_set() if self.drop_stopwords else set()
+        per_word: dict[str, list[float]] = defaultdict(list)
+        lead_values: dict[str, list[float]] = defaultdict(list)
+        for record in attributions:
+            in_prompt: dict[str, float] = defaultdict(float)
+            lead_key = None
+            for position, (word, score) in enumerate(zip(record.words, record.scores, strict=True)):
+                if not any(ch.isalnum() for ch in word):
+                    continue
+                key = normalise(word)
+                if key in stop:
+                    continue
+                in_prompt[key] += score
+                if lead_key is None and position == _first_word_index(record.words):
+                    lead_key = key
+            for key, value in in_prompt.items():
+                per_word[key].append(value)
+                if key == lead_key:
+                    lead_values[key].append(value)
+        self.word_scores_ = {k: np.asarray(v) for k, v in per_word.items()}
+        tested = sorted(k for k, v in self.word_scores_.items() if v.size >= self.min_support)
+        rng = np.random.default_rng(self.seed)
+        rows = []
+        for word in tested:
+            values = self.word_scores_[word]
+            effect = float(values.mean())
+            low, high = bootstrap_ci(values, self.confidence, self.n_bootstrap, rng)
+            p_value = sign_flip_p_value(values, self.n_permutations, rng)
+            sign = 1.0 if effect >= 0 else -1.0
+            consistency = float(np.mean(np.sign(values) == sign))
+            lead = lead_values.get(word, [])
+            rows.append((word, effect, low, high, values.size, p_value, consistency, lead))
+        q_values = benjamini_hochberg([r[5] for r in rows])
+        entries = []
+        for (word, effect, low, high, support, p, consistency, lead), q in zip(
+            rows, q_values, strict=True
+        ):
+            elsewhere = support - len(lead)
+            lead_mean = float(np.mean(lead)) if lead else None
+            total = float(self.word_scores_[word].sum())
+            rest_mean = (total - sum(lead)) / elsewhere if elsewhere else None
+            entries.append(
+                LexiconEntry(
+                    word=word,
+                    direction="refusal" if effect > 0 else "compliance",
+                    effect=effect,
+                    ci_low=low,
+                    ci_high=high,
+                    support=int(support),
+                    p_value=p,
+                    q_value=float(q),
+                    consistency=consistency,
+                    extra={
+                        "lead_share": len(lead) / support,
+                        "effect_lead": lead_mean,
+                        "effect_elsewhere": rest_mean,
+                    },
+                )
+            )
+        entries.sort(key=_rank_key)
+        self.lexicon_ = TriggerLexicon(
+            entries=entries,
+            source="model",
+            meta={
+                "method": sorted({a.method for a in attributions}),
+                "n_prompts": len(attributions),
+                "min_support": self.min_support,
+                "ranking": "conservative CI bound (nearest zero), then |effect|",
+            },
+        )
+        self.n_prompts_ = len(attributions)
+        return self
+
+
+def _first_word_index(words: Sequence[str]) -> int:
+    return next((i for i, w in enumerate(words) if any(ch.isalnum() for ch in w)), -1)
+
+
+def _rank_key(entry: LexiconEntry) -> tuple:
+    """Directions apart, then by the CI bound nearest zero, then by |effect| (both descending)."""
+    if entry.direction == "refusal":
+        conservative = entry.ci_low
+    else:
+        conservative = -entry.ci_high
+    return (entry.direction != "refusal", -conservative, -abs(entry.effect), entry.word)
+
+
+def build_lexicon(attributions: Sequence[WordAttribution], **params) -> TriggerLexicon:
+    """Convenience: ``LexiconBuilder(**params).fit(attributions).lexicon_``."""
+    return LexiconBuilder(**params).fit(attributions).lexicon_

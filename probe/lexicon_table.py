@@ -1,0 +1,122 @@
+"""The trigger-lexicon table shared by every lexicon source (model attributions, data cues).
+
+A ``TriggerLexicon`` is what ``lexicon.json`` / ``lexicon.csv`` hold (DESIGN.md run-directory
+contract): entries ranked best-first within each direction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from probe.errors import ProbeError
+
+Direction = Literal["refusal", "compliance"]
+DIRECTIONS: tuple[Direction, Direction] = ("refusal", "compliance")
+
+
+@dataclass
+class LexiconEntry:
+    """One trigger word and the evidence for it.
+
+    ``effect`` is signed like attributions: positive pushes toward refusal. ``support`` is the
+    number of prompts (or data records) containing the word. ``extra`` carries source-specific
+    columns (e.g. ``lead_share``, ``z_first_word``) that are written as additional fields.
+    """
+
+    word: str
+    direction: Direction
+    effect: float
+    ci_low: float
+    ci_high: float
+    support: int
+    p_value: float
+    q_value: float
+    consistency: float | None = None
+    flip_rate: float | None = None
+    flip_ci_low: float | None = None
+    flip_ci_high: float | None = None
+    extra: dict[str, float | int | str | None] = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        extra = record.pop("extra")
+        record.update(extra)
+        return {k: _json_safe(v) for k, v in record.items()}
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class TriggerLexicon:
+    """Ranked trigger words. ``source`` is "model" (attributions) or "data" (cue mining)."""
+
+    entries: list[LexiconEntry]
+    source: str = "model"
+    meta: dict = field(default_factory=dict)
+
+    def ranked(self, direction: Direction) -> list[LexiconEntry]:
+        """Entries of one direction, in ranking order (the stored order)."""
+        return [e for e in self.entries if e.direction == direction]
+
+    def top(self, direction: Direction, k: int | None = None) -> list[str]:
+        words = [e.word for e in self.ranked(direction)]
+        return words if k is None else words[:k]
+
+    def get(self, word: str) -> LexiconEntry | None:
+        return next((e for e in self.entries if e.word == word), None)
+
+    def to_json(self, path: str | Path) -> None:
+        payload = {
+            "source": self.source,
+            "meta": self.meta,
+            "entries": [e.to_record() for e in self.entries],
+        }
+        Path(path).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+    def to_csv(self, path: str | Path) -> None:
+        records = [e.to_record() for e in self.entries]
+        columns: list[str] = []
+        for record in records:
+            columns += [c for c in record if c not in columns]
+        if not columns:
+            columns = [f.name for f in fields(LexiconEntry) if f.name != "extra"]
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TriggerLexicon:
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            raw_entries = payload["entries"]
+        except FileNotFoundError:
+            raise ProbeError(f"lexicon file not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ProbeError(f"{path} is not a probe lexicon ({exc})") from None
+        known = {f.name for f in fields(LexiconEntry)} - {"extra"}
+        entries = []
+        for i, raw in enumerate(raw_entries, 1):
+            if not isinstance(raw, dict) or "word" not in raw or "direction" not in raw:
+                raise ProbeError(f"{path} entry {i}: needs 'word' and 'direction'")
+            if raw["direction"] not in DIRECTIONS:
+                raise ProbeError(f"{path} entry {i}: direction must be refusal or compliance")
+            base = {k: raw.get(k) for k in known}
+            for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
+                base[name] = math.nan if base[name] is None else float(base[name])
+            base["support"] = int(base["support"] or 0)
+            extra = {k: v for k, v in raw.items() if k not in known}
+            entries.append(LexiconEntry(**base, extra=extra))
+        return cls(
+            entries=entries, source=payload.get("source", "model"), meta=payload.get("meta", {})
+        )

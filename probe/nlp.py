@@ -1,0 +1,84 @@
+"""NLTK-backed word helpers (lemmas, stopwords, part of speech) that degrade when data is missing.
+
+probe never downloads at run time. When a resource is missing it warns once, naming the
+resource and the command that installs it, and falls back (no lemmas, no stopwords, no tags).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+
+_INSTALL_HINT = "python -m nltk.downloader {name} (or set NLTK_DATA)"
+
+
+@functools.cache
+def _resource(name: str, locator: str) -> bool:
+    """Whether NLTK data ``locator`` is installed (unpacked or as a .zip); warns once if not."""
+    import nltk
+
+    for candidate in (locator, locator + ".zip"):
+        try:
+            nltk.data.find(candidate)
+            return True
+        except LookupError:
+            continue
+    else:
+        warnings.warn(
+            f"NLTK data '{name}' not found; continuing without it. Install: "
+            + _INSTALL_HINT.format(name=name),
+            stacklevel=3,
+        )
+        return False
+
+
+def has_wordnet() -> bool:
+    return _resource("wordnet", "corpora/wordnet")
+
+
+def has_tagger() -> bool:
+    return _resource(
+        "averaged_perceptron_tagger_eng", "taggers/averaged_perceptron_tagger_eng"
+    ) and _resource("universal_tagset", "taggers/universal_tagset")
+
+
+@functools.cache
+def stopword_set() -> frozenset[str]:
+    """English stopwords (NLTK), or an empty set when the corpus is missing."""
+    if not _resource("stopwords", "corpora/stopwords"):
+        return frozenset()
+    from nltk.corpus import stopwords
+
+    return frozenset(stopwords.words("english"))
+
+
+@functools.cache
+def lemma(word: str) -> str:
+    """Context-free WordNet base form of a lower-case word: verb lemma if any, else noun lemma.
+
+    ``morphy`` returns the word itself first when it already is a lemma, so "as", "us" and
+    "species" stay (``WordNetLemmatizer`` would give "a", "u", "specie"), and verbs first turn
+    "was"/"has"/"does" into "be"/"have"/"do" rather than the noun misreadings "wa"/"ha"/"doe".
+    The cost is that noun-verb homographs take the verb form ("building" -> "build"). No POS
+    tagging, so the same surface word always gets the same lemma (model and data cues agree).
+    """
+    from nltk.corpus import wordnet
+
+    return wordnet.morphy(word, wordnet.VERB) or wordnet.morphy(word, wordnet.NOUN) or word
+
+
+def word_normaliser(lemmatize: bool = True) -> Callable[[str], str]:
+    """Lower-case, then ``lemma`` when asked and WordNet is available (else lower-case only)."""
+    if not (lemmatize and has_wordnet()):
+        return str.lower
+    return lambda word: lemma(word.lower())
+
+
+def universal_tags(words: Sequence[str]) -> list[str] | None:
+    """Universal POS tags for a word sequence, or None when the tagger data is missing."""
+    if not has_tagger():
+        return None
+    import nltk
+
+    return [tag for _, tag in nltk.pos_tag(list(words), tagset="universal")]

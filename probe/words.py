@@ -1,0 +1,71 @@
+"""Words of the user's prompt and the mapping from model tokens to those words.
+
+Attribution is reported per *word of the user's prompt*, never per sub-word or template token.
+A word is a run of word characters (with inner apostrophes/hyphens: "can't", "e-mail") or a run
+of punctuation. Tokens are mapped to words by character offsets, so any fast tokenizer works
+(byte-level BPE, SentencePiece, WordPiece, word-level).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]+")
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of the prompt: its text and [start, end) character span in the prompt."""
+
+    text: str
+    start: int
+    end: int
+
+    @property
+    def is_punct(self) -> bool:
+        return not any(ch.isalnum() for ch in self.text)
+
+
+def split_words(text: str) -> list[Word]:
+    """Split a prompt into words and punctuation runs, with character spans."""
+    return [Word(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(text)]
+
+
+def align_tokens(
+    offsets: Sequence[tuple[int, int]], words: Sequence[Word], region_start: int
+) -> list[int]:
+    """Index of the prompt word each token belongs to, or -1 for template/special tokens.
+
+    ``offsets`` are token character spans in the chat-formatted text; the prompt starts at
+    ``region_start`` in that text. A token belongs to the word it overlaps most (ties: the
+    first); tokens overlapping no word (template text, pure whitespace) get -1.
+    """
+    owner: list[int] = []
+    for start, end in offsets:
+        best, best_overlap = -1, 0
+        if end > start:
+            for index, word in enumerate(words):
+                overlap = min(end, region_start + word.end) - max(start, region_start + word.start)
+                if overlap > best_overlap:
+                    best, best_overlap = index, overlap
+        owner.append(best)
+    return owner
+
+
+def replace_word(text: str, word: Word, new: str) -> str:
+    """The prompt with one word replaced, keeping the old word's capitalisation style."""
+    if word.text[:1].isupper() and new[:1].islower():
+        new = new[:1].upper() + new[1:]
+    return text[: word.start] + new + text[word.end :]
+
+
+def delete_word(text: str, word: Word) -> str:
+    """The prompt with one word removed (and one adjacent space, so no double spaces)."""
+    start, end = word.start, word.end
+    if end < len(text) and text[end] == " ":
+        end += 1
+    elif start > 0 and text[start - 1] == " ":
+        start -= 1
+    return text[:start] + text[end:]
