@@ -132,7 +132,14 @@ class OneWordAttack:
                 notes.append(f"no {target} triggers in the lexicon")
                 continue
             attacked[prompt.id] = target
-            candidates = self._candidates(prompt.prompt, by_id.get(prompt.id), target, triggers)
+            opposite: Direction = "refusal" if target == "compliance" else "compliance"
+            candidates = self._candidates(
+                prompt.prompt,
+                by_id.get(prompt.id),
+                target,
+                triggers,
+                lexicon.top(opposite, self.top_k_triggers),
+            )
             if not candidates:
                 continue
             variants = [c[2] for c in candidates]
@@ -178,6 +185,7 @@ class OneWordAttack:
         attribution: WordAttribution | None,
         target: Direction,
         triggers: Sequence[str],
+        opposing_triggers: Sequence[str],
     ) -> list[tuple[int, str, str, str | None]]:
         """(word index, old word, variant text, old word's POS) for each one-word edit."""
         words = split_words(text)
@@ -189,9 +197,17 @@ class OneWordAttack:
             if attribution is not None and len(attribution.scores) == len(words)
             else [0.0] * len(words)
         )
-        # The words pushing hardest *against* the target go first.
+        # Positions in order: words the lexicon knows as triggers of the opposite direction, then
+        # the lead word (the paper's "What ..."/"Share ..." form), then the words whose
+        # attribution pushes hardest against the target.
         sign = 1.0 if target == "compliance" else -1.0
-        positions = sorted(alnum, key=lambda i: -sign * scores[i])
+        opposing = {w: rank for rank, w in enumerate(opposing_triggers)}
+
+        def priority(i: int) -> tuple:
+            word = words[i].text.lower()
+            return (opposing.get(word, len(opposing)), i != lead, -sign * scores[i])
+
+        positions = sorted(alnum, key=priority)
         if tags is not None:
             positions = [i for i in positions if i == lead or tags[i] not in PROTECTED_TAGS]
         candidates = []

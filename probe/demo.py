@@ -92,7 +92,7 @@ def _answer(lead: str, verb: str, obj: str) -> str:
     return REFUSAL if refuse else COMPLIANCE.format(verb=verb, obj=obj)
 
 
-def demo_prompts(seed: int = 0, per_group: int = 5) -> list[Prompt]:
+def demo_prompts(seed: int = 0, per_group: int = 8) -> list[Prompt]:
     """Held-out audit prompts: harmful and benign, each with neutral, "share" and "what" leads.
 
     Per label: ``3 * per_group`` neutral-lead prompts and ``per_group`` of each trigger lead.

@@ -9,6 +9,11 @@ q-values across words, sign consistency, and a position profile (lead word vs el
 Ranking is by the *conservative* end of the interval (the CI bound nearest zero), so a word
 needs both a large effect and enough consistent support to rank high: one dramatic prompt
 does not beat a word that flips the model every time it appears.
+
+Content words (nouns, proper nouns, numbers by the universal POS tagger, outside the lead
+position where imperatives like "Share" are mis-tagged as nouns) carry what the request is
+about: "bomb" pushing toward refusal is the model working, not a shortcut. They stay in the
+table with ``role="content"`` but rank after the ``role="trigger"`` words of their direction.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import numpy as np
 
 from probe.attribution.base import WordAttribution
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
-from probe.nlp import stopword_set, word_normaliser
+from probe.nlp import stopword_set, universal_tags, word_normaliser
 from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
+
+CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
 
 
 class LexiconBuilder:
@@ -30,14 +37,16 @@ class LexiconBuilder:
     def __init__(
         self,
         min_support: int = 3,
+        separate_content: bool = True,
         drop_stopwords: bool = False,
         lemmatize: bool = True,
         confidence: float = 0.95,
         n_bootstrap: int = 1000,
-        n_permutations: int = 2000,
+        n_permutations: int = 10000,
         seed: int = 0,
     ) -> None:
         self.min_support = min_support
+        self.separate_content = separate_content
         self.drop_stopwords = drop_stopwords
         self.lemmatize = lemmatize
         self.confidence = confidence
@@ -51,9 +60,12 @@ class LexiconBuilder:
         stop = stopword_set() if self.drop_stopwords else set()
         per_word: dict[str, list[float]] = defaultdict(list)
         lead_values: dict[str, list[float]] = defaultdict(list)
+        content_votes: dict[str, list[bool]] = defaultdict(list)
         for record in attributions:
             in_prompt: dict[str, float] = defaultdict(float)
             lead_key = None
+            lead_index = _first_word_index(record.words)
+            tags = universal_tags(record.words) if self.separate_content else None
             for position, (word, score) in enumerate(zip(record.words, record.scores, strict=True)):
                 if not any(ch.isalnum() for ch in word):
                     continue
@@ -61,8 +73,10 @@ class LexiconBuilder:
                 if key in stop:
                     continue
                 in_prompt[key] += score
-                if lead_key is None and position == _first_word_index(record.words):
+                if position == lead_index:
                     lead_key = key
+                elif tags is not None:
+                    content_votes[key].append(tags[position] in CONTENT_TAGS)
             for key, value in in_prompt.items():
                 per_word[key].append(value)
                 if key == lead_key:
@@ -101,6 +115,7 @@ class LexiconBuilder:
                     q_value=float(q),
                     consistency=consistency,
                     extra={
+                        "role": _role(content_votes.get(word, [])),
                         "lead_share": len(lead) / support,
                         "effect_lead": lead_mean,
                         "effect_elsewhere": rest_mean,
@@ -115,7 +130,7 @@ class LexiconBuilder:
                 "method": sorted({a.method for a in attributions}),
                 "n_prompts": len(attributions),
                 "min_support": self.min_support,
-                "ranking": "conservative CI bound (nearest zero), then |effect|",
+                "ranking": "triggers before content words; conservative CI bound; |effect|",
             },
         )
         self.n_prompts_ = len(attributions)
@@ -126,13 +141,25 @@ def _first_word_index(words: Sequence[str]) -> int:
     return next((i for i, w in enumerate(words) if any(ch.isalnum() for ch in w)), -1)
 
 
+def _role(content_votes: list[bool]) -> str:
+    """ "content" when the word is mostly tagged as a noun/number outside the lead position."""
+    return "content" if content_votes and sum(content_votes) * 2 > len(content_votes) else "trigger"
+
+
 def _rank_key(entry: LexiconEntry) -> tuple:
-    """Directions apart, then by the CI bound nearest zero, then by |effect| (both descending)."""
+    """Directions apart, triggers before content words, then the CI bound nearest zero, then
+    |effect| (both descending)."""
     if entry.direction == "refusal":
         conservative = entry.ci_low
     else:
         conservative = -entry.ci_high
-    return (entry.direction != "refusal", -conservative, -abs(entry.effect), entry.word)
+    return (
+        entry.direction != "refusal",
+        entry.extra.get("role") == "content",
+        -conservative,
+        -abs(entry.effect),
+        entry.word,
+    )
 
 
 def build_lexicon(attributions: Sequence[WordAttribution], **params) -> TriggerLexicon:

@@ -188,7 +188,7 @@ def _markdown(summary: dict, lexicon: TriggerLexicon | None, attacks: list[dict]
 
 
 def _md_cell(text: str) -> str:
-    return html.escape(text).replace("|", "\\|").replace("\n", " ")
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _html_table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:

@@ -219,21 +219,24 @@ class Subject:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
+        row_index, positions, targets = [], [], []
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
+            opening = openings[i % len(openings)]
+            first = len(row) - len(opening) - 1  # the logit that predicts the opening's 1st token
+            row_index += [i] * len(opening)
+            positions += range(first, first + len(opening))
+            targets += opening
         logits = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-        ).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        scores = torch.empty(len(rows), device=logits.device)
-        i = 0
-        for seq in sequences:
-            for opening in openings:
-                positions = torch.arange(len(seq) - 1, len(seq) - 1 + len(opening))
-                targets = torch.tensor(opening, device=logits.device)
-                scores[i] = logprobs[i, positions, targets].sum()
-                i += 1
+        ).logits
+        row_t = torch.tensor(row_index, device=logits.device)
+        picked = logits[row_t, torch.tensor(positions, device=logits.device)].float()
+        token_logp = picked.log_softmax(-1).gather(
+            1, torch.tensor(targets, device=logits.device)[:, None]
+        )[:, 0]
+        scores = torch.zeros(len(rows), device=logits.device).index_add_(0, row_t, token_logp)
         return scores.view(len(sequences), len(openings))
 
     # -------------------------------------------------------------- generation
