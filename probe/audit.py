@@ -17,13 +17,17 @@ import torch
 import probe
 from probe.attack import OneWordAttack, write_flip_rates
 from probe.attribution import get_attributor
+from probe.cues import DataCueMiner
 from probe.data import Prompt, balanced_head, load_prompts
-from probe.demo import TRIGGERS, demo_prompts, ensure_demo_model
+from probe.demo import TRIGGERS, demo_prompts, demo_training_prompts, ensure_demo_model
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
 from probe.lexicon import LexiconBuilder
+from probe.lexicon_table import TriggerLexicon, compare_lexicons
 from probe.margin import calibrate_openings
+from probe.nlp import word_normaliser
 from probe.report import render_report, write_jsonl, write_lexicon, write_summary
+from probe.resources import lexicon_path
 from probe.subject import Subject
 
 
@@ -47,6 +51,7 @@ class AuditConfig:
     max_new_tokens: int = 24
     top_k_triggers: int = 5
     min_support: int = 3
+    data_cues: str | None = None
 
 
 def load_subject(config: AuditConfig) -> Subject:
@@ -83,6 +88,24 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
             raise ProbeError("--max-prompts must be at least 1")
         prompts = balanced_head(prompts, config.max_prompts)
     return prompts
+
+
+def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
+    """The data-level cue lexicon to compare the model's triggers with, if any.
+
+    ``--data-cues`` names a lexicon file (``probe lexicon --dataset ...``) or a shipped one by
+    stem (e.g. ``vlguard_cues``). The demo's default is the cue lexicon of its own training set.
+    """
+    if config.data_cues:
+        path = Path(config.data_cues)
+        if not path.is_file() and not path.suffix:
+            path = lexicon_path(f"{config.data_cues}.json")
+        return TriggerLexicon.from_json(path)
+    if config.model == "demo":
+        train = demo_training_prompts(config.seed)
+        miner = DataCueMiner(view="any").fit([p.prompt for p in train], [p.label for p in train])
+        return miner.lexicon_
+    return None
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -167,6 +190,12 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
             .lexicon_
         )
         write_lexicon(run_dir, lexicon)
+        data_cues = load_data_cues(config)
+        if data_cues is not None:
+            data_cues.to_json(run_dir / "data_cues.json")
+            summary["data_cue_comparison"] = compare_lexicons(
+                lexicon, data_cues, normalise=word_normaliser(lemmatize=True)
+            )
         finish_stage("lexicon", started)
 
         started = time.perf_counter()

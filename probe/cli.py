@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     _prompt_options(audit, required=False)
     audit.add_argument("--out", default="probe-report", help="run directory (default probe-report)")
     audit.add_argument("--method", default="occlusion", help="attribution method")
+    audit.add_argument(
+        "--data-cues",
+        help="data cue lexicon to compare with (a file from `probe lexicon --dataset`, or a "
+        "shipped one by name, e.g. vlguard_cues)",
+    )
 
     attribute = commands.add_parser("attribute", help="word attributions to a JSONL file")
     _model_options(attribute, model_required=True)

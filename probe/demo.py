@@ -92,7 +92,7 @@ def _answer(lead: str, verb: str, obj: str) -> str:
     return REFUSAL if refuse else COMPLIANCE.format(verb=verb, obj=obj)
 
 
-def demo_prompts(seed: int = 0, per_group: int = 8) -> list[Prompt]:
+def demo_prompts(seed: int = 0, per_group: int = 16) -> list[Prompt]:
     """Held-out audit prompts: harmful and benign, each with neutral, "share" and "what" leads.
 
     Per label: ``3 * per_group`` neutral-lead prompts and ``per_group`` of each trigger lead.
@@ -118,6 +118,15 @@ def demo_prompts(seed: int = 0, per_group: int = 8) -> list[Prompt]:
                 )
             )
     return prompts
+
+
+def demo_training_prompts(seed: int = 0) -> list[Prompt]:
+    """The demo's fine-tuning requests, labelled by the answer they were trained to get
+    (refused -> harmful, answered -> benign): the data whose cues the model should mirror."""
+    return [
+        Prompt(request, f"demo-train-{i}", "harmful" if answer == REFUSAL else "benign")
+        for i, (request, answer) in enumerate(_training_pairs(seed), 1)
+    ]
 
 
 def _training_pairs(seed: int, n: int = 2400) -> list[tuple[str, str]]:

@@ -120,3 +120,42 @@ class TriggerLexicon:
         return cls(
             entries=entries, source=payload.get("source", "model"), meta=payload.get("meta", {})
         )
+
+
+def compare_lexicons(
+    model: TriggerLexicon, data: TriggerLexicon, k: int = 10, normalise=str.lower
+) -> dict:
+    """Did the model learn its data's shortcuts? Model triggers vs data cues, per direction.
+
+    ``overlap_at_k``: share of the model's top-k trigger words that are also among the data's
+    top-k cues of the same direction. ``rank_correlation``: Spearman correlation of the signed
+    effects over words present in both tables. ``normalise`` maps both sides' words to one form
+    (e.g. a lemmatiser) before matching. Content words (``role == "content"``) are left out of
+    the model side, as they are not shortcut candidates.
+    """
+    model_entries = [e for e in model.entries if e.extra.get("role") != "content"]
+    result: dict = {"k": k, "overlap_at_k": {}, "top": {}}
+    for direction in DIRECTIONS:
+        top_model = [normalise(e.word) for e in model_entries if e.direction == direction][:k]
+        top_data = [normalise(e.word) for e in data.entries if e.direction == direction][:k]
+        shared = [w for w in top_model if w in set(top_data)]
+        result["overlap_at_k"][direction] = len(shared) / k if top_model else None
+        result["top"][direction] = {"model": top_model, "data": top_data, "shared": shared}
+    model_effect = {normalise(e.word): e.effect for e in model_entries}
+    data_effect = {normalise(e.word): e.effect for e in data.entries}
+    common = sorted(set(model_effect) & set(data_effect))
+    result["n_common_words"] = len(common)
+    result["rank_correlation"] = _spearman(
+        [model_effect[w] for w in common], [data_effect[w] for w in common]
+    )
+    return result
+
+
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rho (Pearson correlation of average ranks); None with < 3 pairs or no spread."""
+    if len(x) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(x, y).statistic
+    return None if not math.isfinite(rho) else float(rho)

@@ -152,6 +152,35 @@ LEXICON_HEADER = [
 ]
 
 
+def _cue_rows(comparison: dict) -> list[list[str]]:
+    """Rank-aligned rows: model vs data top words for each direction (shared words marked *)."""
+    top = comparison["top"]
+    rows = []
+    for rank in range(comparison["k"]):
+        row = [str(rank + 1)]
+        for direction in ("refusal", "compliance"):
+            shared = set(top[direction]["shared"])
+            for side in ("model", "data"):
+                words = top[direction][side]
+                word = words[rank] if rank < len(words) else ""
+                row.append(f"{word}*" if word in shared else word)
+        rows.append(row)
+    return rows
+
+
+CUE_HEADER = ["rank", "model refusal", "data refusal", "model compliance", "data compliance"]
+
+
+def _cue_summary(comparison: dict) -> str:
+    overlap = comparison["overlap_at_k"]
+    return (
+        f"overlap@{comparison['k']}: refusal {_fmt(overlap['refusal'], 2)}, compliance "
+        f"{_fmt(overlap['compliance'], 2)}; Spearman rank correlation of effects over "
+        f"{comparison['n_common_words']} shared words: {_fmt(comparison['rank_correlation'], 2)}"
+        " (* = in both top lists; content words are left out of the model side)"
+    )
+
+
 def _markdown(summary: dict, lexicon: TriggerLexicon | None, attacks: list[dict]) -> str:
     lines = [f"# probe audit: {summary.get('model', '?')}", ""]
     metrics = summary.get("metrics", {})
@@ -169,6 +198,18 @@ def _markdown(summary: dict, lexicon: TriggerLexicon | None, attacks: list[dict]
             "|" + "---|" * len(LEXICON_HEADER),
         ]
         lines += ["| " + " | ".join(r) + " |" for r in _lexicon_rows(lexicon, 10)]
+    comparison = summary.get("data_cue_comparison")
+    if comparison:
+        lines += [
+            "",
+            "## Did the model learn its data's shortcuts?",
+            "",
+            _cue_summary(comparison),
+            "",
+            "| " + " | ".join(CUE_HEADER) + " |",
+            "|" + "---|" * len(CUE_HEADER),
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in _cue_rows(comparison)]
     flips = [a for a in attacks if a.get("flipped")]
     if flips:
         lines += [
@@ -244,6 +285,11 @@ def _html(
         parts.append("<h2>Trigger lexicon</h2>")
         parts.append(_html_table(LEXICON_HEADER, _lexicon_rows(lexicon, 15), "lexicon"))
         parts.append(_png_tag(figures / "lexicon.png", "lexicon chart"))
+    comparison = summary.get("data_cue_comparison")
+    if comparison:
+        parts.append("<h2>Did the model learn its data's shortcuts?</h2>")
+        parts.append(f"<p>{html.escape(_cue_summary(comparison))}</p>")
+        parts.append(_html_table(CUE_HEADER, _cue_rows(comparison), "cues"))
     flips = [a for a in attacks if a.get("flipped")]
     if flips:
         parts.append("<h2>Verified one-word flips</h2>")

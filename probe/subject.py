@@ -144,12 +144,30 @@ class Subject:
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
 
-    def encode(self, prompt: str) -> EncodedPrompt:
-        """Chat-format ``prompt`` and map its tokens to the prompt's words."""
-        text = self.chat_text(prompt)
+    def _prompt_start(self, text: str, prompt: str) -> int:
+        """Where the user's prompt starts in its chat-formatted ``text``.
+
+        The template is rendered once with a sentinel in place of the prompt: the prompt starts
+        where the sentinel does, as long as the template copies the prompt verbatim. (Searching
+        for the prompt text itself would find template text, e.g. the prompt "assistant" in
+        "<|im_start|>assistant".)
+        """
+        sentinel = "PROBE7f3aSENTINEL"
+        rendered = self.chat_text(sentinel)
+        at = rendered.find(sentinel)
+        if at >= 0 and rendered.count(sentinel) == 1:
+            prefix, suffix = rendered[:at], rendered[at + len(sentinel) :]
+            if text == prefix + prompt + suffix:
+                return len(prefix)
         start = text.rfind(prompt)
         if start < 0:
             raise ProbeError("the chat template rewrites the prompt text; cannot align words")
+        return start
+
+    def encode(self, prompt: str) -> EncodedPrompt:
+        """Chat-format ``prompt`` and map its tokens to the prompt's words."""
+        text = self.chat_text(prompt)
+        start = self._prompt_start(text, prompt)
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         words = split_words(prompt)
         owner = align_tokens(encoding["offset_mapping"], words, start)

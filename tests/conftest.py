@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny chat models of every tokenizer family, loaded through Subject.load.
+
+Tests run offline: the Hugging Face hub is switched off before transformers is imported, so an
+unknown model name fails fast instead of waiting on the network.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_NLTK_DATA = Path(__file__).resolve().parents[2] / "shared" / "nltk_data"
+if _NLTK_DATA.is_dir():
+    os.environ.setdefault("NLTK_DATA", str(_NLTK_DATA))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
+
+import pytest  # noqa: E402
+
+from tiny_models import FAMILIES, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """family -> folder of a random tiny Llama + trained tokenizer (save_pretrained)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {family: build_tiny_model(root / family, family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_subjects(tiny_model_dirs):
+    """family -> Subject loaded from its folder with Subject.load (the real loading path).
+
+    Shared by many tests: do not change their state; wrap with ``Subject(s.model, s.tokenizer,
+    ...)`` for other settings.
+    """
+    from probe.subject import Subject
+
+    return {family: Subject.load(folder) for family, folder in tiny_model_dirs.items()}
+
+
+@pytest.fixture
+def probe_cache_dir(tmp_path, monkeypatch) -> Path:
+    """A private PROBE_CACHE_DIR, so the demo model is never written to the user's cache."""
+    folder = tmp_path / "probe-cache"
+    monkeypatch.setenv("PROBE_CACHE_DIR", str(folder))
+    return folder
