@@ -82,3 +82,47 @@ def universal_tags(words: Sequence[str]) -> list[str] | None:
     import nltk
 
     return [tag for _, tag in nltk.pos_tag(list(words), tagset="universal")]
+
+
+_WORDNET_POS = {"VERB": "v", "NOUN": "n", "ADJ": "a", "ADV": "r"}
+
+
+def wordnet_synonyms(word: str, universal_tag: str | None = None) -> list[str]:
+    """Single-word WordNet synonyms of ``word`` with the same part of speech, most common
+    sense first; empty when WordNet is missing or the tag has no WordNet counterpart."""
+    if not has_wordnet():
+        return []
+    from nltk.corpus import wordnet
+
+    pos = _WORDNET_POS.get(universal_tag or "")
+    if universal_tag is not None and pos is None:
+        return []
+    names: list[str] = []
+    for synset in wordnet.synsets(word.lower(), pos=pos):
+        for name in synset.lemma_names():
+            if "_" not in name and name.lower() != word.lower() and name not in names:
+                names.append(name)
+    return names
+
+
+def inflect_like(new: str, old: str, universal_tag: str | None = None) -> str:
+    """``new`` given the regular verb/noun ending of ``old`` ("shares", "shared", "sharing").
+
+    Only regular suffixes, only when ``old`` is tagged a verb or noun and is an inflected form
+    of its lemma, and only when ``new`` has that part of speech too; else ``new`` unchanged.
+    """
+    if universal_tag not in ("VERB", "NOUN") or not has_wordnet():
+        return new
+    from nltk.corpus import wordnet
+
+    if not wordnet.synsets(new.lower(), pos=_WORDNET_POS[universal_tag]):
+        return new
+    lower = old.lower()
+    base = lemma(lower)
+    if base == lower or not lower.startswith(base[:-1]):
+        return new
+    for suffix in ("ing", "ed", "es", "s"):
+        if lower.endswith(suffix) and not base.endswith(suffix):
+            stem = new[:-1] if suffix in ("ing", "ed") and new.endswith("e") else new
+            return stem + suffix
+    return new
