@@ -1,0 +1,84 @@
+"""Attack efficiency: probe's guided one-word search vs exhaustive search, same candidates.
+
+Exhaustive scores every candidate edit at every position, then verifies the crossing ones in
+margin order until one flips (up to 1000 verifications): the most a one-word search over this
+candidate set can find. Guided walks positions most-decisive first and stops at the first
+verified flip under a query budget. A query is one margin evaluation or one generation.
+
+    python benchmarks/attack_efficiency.py [--model demo] [--prompts FILE --format F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from probe.attack import OneWordAttack
+from probe.attribution import get_attributor
+from probe.audit import AuditConfig, load_audit_prompts, load_subject
+from probe.judge import RefusalJudge
+from probe.lexicon import LexiconBuilder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--prompts")
+    parser.add_argument("--format")
+    parser.add_argument("--max-prompts", type=int)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    args = parser.parse_args()
+    config = AuditConfig(
+        model=args.model,
+        prompts=args.prompts,
+        format=args.format,
+        max_prompts=args.max_prompts,
+        max_new_tokens=args.max_new_tokens,
+    )
+    subject = load_subject(config)
+    prompts = load_audit_prompts(config)
+    judge = RefusalJudge.default()
+    responses = subject.generate([p.prompt for p in prompts], config.max_new_tokens)
+    refused = {p.id: judge.is_refusal(r) for p, r in zip(prompts, responses, strict=True)}
+    attributions = get_attributor("occlusion").attribute(subject, prompts)
+    lexicon = LexiconBuilder().fit(attributions).lexicon_
+
+    rows = []
+    for name, attack in (
+        (
+            "exhaustive",
+            OneWordAttack(
+                search="exhaustive", max_verify=1000, max_new_tokens=config.max_new_tokens
+            ),
+        ),
+        ("guided (probe)", OneWordAttack(max_new_tokens=config.max_new_tokens)),
+    ):
+        started = time.perf_counter()
+        result = attack.run(subject, judge, lexicon, prompts, attributions, refused)
+        rows.append((name, result, time.perf_counter() - started))
+
+    print(f"model: {args.model}; prompts: {len(prompts)}; attacked: {len(rows[0][1].attacked)}")
+    print(
+        f"{'search':<16} {'ASR':>6} {'over-ref':>9} {'successes':>10} {'queries':>8} "
+        f"{'q/success':>10} {'seconds':>8}"
+    )
+    for name, result, seconds in rows:
+        qps = result.queries_per_success
+        print(
+            f"{name:<16} {result.rate('compliance') or 0:>6.3f} "
+            f"{result.rate('refusal') or 0:>9.3f} {len(result.flipped_ids):>10} "
+            f"{result.queries:>8} {qps if qps is not None else float('nan'):>10.2f} "
+            f"{seconds:>8.1f}"
+        )
+    exhaustive, guided = rows[0][1], rows[1][1]
+    if exhaustive.flipped_ids and guided.flipped_ids:
+        ratio = exhaustive.queries_per_success / guided.queries_per_success
+        share = len(guided.flipped_ids) / len(exhaustive.flipped_ids)
+        print(
+            f"queries/success ratio (exhaustive / guided): {ratio:.1f}x; "
+            f"guided finds {share:.1%} of exhaustive's successes"
+        )
+
+
+if __name__ == "__main__":
+    main()
