@@ -104,6 +104,12 @@ class TriggerLexicon:
             raise ProbeError(f"lexicon file not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ProbeError(f"{path} is not a probe lexicon ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise ProbeError(f"cannot read lexicon {path}: {exc.strerror or exc}") from None
+        if not isinstance(raw_entries, list):
+            raise ProbeError(f"{path} is not a probe lexicon ('entries' must be a list)")
         known = {f.name for f in fields(LexiconEntry)} - {"extra"}
         entries = []
         for i, raw in enumerate(raw_entries, 1):
@@ -112,9 +118,12 @@ class TriggerLexicon:
             if raw["direction"] not in DIRECTIONS:
                 raise ProbeError(f"{path} entry {i}: direction must be refusal or compliance")
             base = {k: raw.get(k) for k in known}
-            for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
-                base[name] = math.nan if base[name] is None else float(base[name])
-            base["support"] = int(base["support"] or 0)
+            try:
+                for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
+                    base[name] = math.nan if base[name] is None else float(base[name])
+                base["support"] = int(base["support"] or 0)
+            except (TypeError, ValueError) as exc:
+                raise ProbeError(f"{path} entry {i}: {exc}") from None
             extra = {k: v for k, v in raw.items() if k not in known}
             entries.append(LexiconEntry(**base, extra=extra))
         return cls(

@@ -7,6 +7,9 @@ sequences, and generates greedy responses for verification.
 
 from __future__ import annotations
 
+import copy
+import inspect
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +89,8 @@ class Subject:
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
         self._opening_cache: dict[MarginConfig, tuple[list[list[int]], int]] = {}
+        self._branch_embedding_cache: dict[MarginConfig, torch.Tensor] = {}
+        self._prefix_sharing_ok: bool | None = None
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -257,6 +262,150 @@ class Subject:
         scores = torch.zeros(len(rows), device=logits.device).index_add_(0, row_t, token_logp)
         return scores.view(len(sequences), len(openings))
 
+    # ------------------------------------- shared-prefix and differentiable margins
+    # Both score every opening as a *branch* of one row: the openings are packed after the
+    # scored sequence and a 4-D attention mask lets each opening token see the sequence and its
+    # own opening only (see ``_BranchLayout``). One row per sequence instead of one per opening.
+
+    @torch.no_grad()
+    def shared_prefix_margins(
+        self,
+        base: Sequence[int],
+        variants: Sequence[Sequence[int]],
+        config: MarginConfig | None = None,
+    ) -> np.ndarray:
+        """Margins of token sequences that are edits of ``base`` (same as ``margins``, faster).
+
+        ``base`` is run once and its KV cache kept; each variant reuses the cached tokens it
+        shares with ``base`` (the chat-template prefix and everything before its first edit) and
+        runs only the rest, with every opening as a branch. Variants are scored
+        ``batch_size`` at a time, so memory is bounded by the batch size. Models whose
+        attention ignores custom 4-D masks or explicit positions fail a one-time check against
+        ``margins`` and are scored by ``margins`` instead (with a warning).
+        """
+        config = config or self.margin_config
+        if not variants:
+            return np.empty(0, dtype=np.float64)
+        if not self._prefix_sharing_checked(base, config):
+            return self.margins(variants, config)
+        openings, n_refusal = self.opening_ids(config)
+        shared = [min(_common_prefix(base, v), len(v) - 1) for v in variants]
+        order = sorted(range(len(variants)), key=lambda i: -shared[i])
+        cache_len = max(shared)
+        prefix_cache = self._prefill(base[:cache_len]) if cache_len else None
+        out = np.empty(len(variants), dtype=np.float64)
+        for begin in range(0, len(order), self.batch_size):
+            rows = order[begin : begin + self.batch_size]
+            layout = _BranchLayout(
+                openings,
+                [shared[i] for i in rows],
+                [len(variants[i]) - shared[i] for i in rows],
+                cache_len,
+            )
+            ids = torch.full((len(rows), layout.width), self.pad_id, dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, layout.suffix_columns(r)] = torch.tensor(variants[i][shared[i] :])
+            ids[:, layout.suffix_width :] = torch.tensor(layout.branch_tokens)
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(rows))
+            logp = self._branch_logprobs(layout, cache, input_ids=ids.to(self.device))
+            margin = torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(
+                logp[:, n_refusal:], 1
+            )
+            out[rows] = margin.double().cpu().numpy()
+        return out
+
+    def margins_from_embeddings(
+        self, embeds: torch.Tensor, config: MarginConfig | None = None
+    ) -> torch.Tensor:
+        """Differentiable margins of a batch of equal-length input-embedding sequences.
+
+        ``embeds`` is (batch, length, hidden): the chat-formatted sequence as the input
+        embedding layer returns it (possibly scaled or interpolated by a gradient method).
+        Returns a (batch,) tensor; gradients flow back to ``embeds``.
+        """
+        config = config or self.margin_config
+        openings, n_refusal = self.opening_ids(config)
+        batch, length, _ = embeds.shape
+        layout = _BranchLayout(openings, [0] * batch, [length] * batch, 0)
+        branches = self.opening_embeddings(config).to(embeds.dtype)
+        inputs = torch.cat([embeds, branches.expand(batch, -1, -1)], dim=1)
+        logp = self._branch_logprobs(layout, None, inputs_embeds=inputs)
+        return torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(logp[:, n_refusal:], 1)
+
+    @torch.no_grad()
+    def opening_embeddings(self, config: MarginConfig | None = None) -> torch.Tensor:
+        """Input embeddings of the packed opening branches, (1, n, hidden); cached.
+
+        Computed through the model's own input embedding layer (so scaled embeddings stay
+        right). Gradient methods that hook that layer call this first, outside the hook.
+        """
+        config = config or self.margin_config
+        if config not in self._branch_embedding_cache:
+            openings, _ = self.opening_ids(config)
+            tokens = _BranchLayout(openings, [0], [1], 0).branch_tokens
+            ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+            self._branch_embedding_cache[config] = self.model.get_input_embeddings()(ids)
+        return self._branch_embedding_cache[config]
+
+    def _cache_kwarg(self) -> str:
+        """The forward keyword for past key/values (``cache`` in newer transformers)."""
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _prefill(self, ids: Sequence[int]):
+        """KV cache of one token sequence."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            input_ids=torch.tensor([list(ids)], device=self.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg(): cache},
+        )
+        return cache
+
+    def _branch_logprobs(self, layout: _BranchLayout, cache, **inputs) -> torch.Tensor:
+        """log P(opening | row) for every row of a branch layout, (batch, n_openings)."""
+        device = self.device
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        extra = {self._cache_kwarg(): cache, "use_cache": True} if cache is not None else {}
+        logits = self.model(
+            attention_mask=layout.mask(dtype).to(device),
+            position_ids=layout.positions.to(device),
+            logits_to_keep=torch.tensor(layout.keep, device=device),
+            **inputs,
+            **extra,
+        ).logits
+        logp = logits.float().log_softmax(-1)
+        picked = logp[:, torch.tensor(layout.term_keep), torch.tensor(layout.term_token)]
+        scores = torch.zeros(logp.shape[0], layout.n_openings, device=logp.device)
+        return scores.index_add(1, torch.tensor(layout.term_opening, device=logp.device), picked)
+
+    def _prefix_sharing_checked(self, base: Sequence[int], config: MarginConfig) -> bool:
+        """Once per subject: does the shared-prefix path reproduce ``margins`` on ``base``?"""
+        if self._prefix_sharing_ok is None:
+            self._prefix_sharing_ok = True
+            probe_variants = [list(base)]
+            if len(base) > 2:
+                probe_variants.append(list(base[:-2]) + list(base[-1:]))
+            fast = self.shared_prefix_margins(base, probe_variants, config)
+            plain = self.margins(probe_variants, config)
+            tolerance = 1e-3 if self.model.dtype == torch.float32 else 5e-2
+            self._prefix_sharing_ok = bool(
+                np.all(np.abs(fast - plain) <= tolerance * (1 + np.abs(plain)))
+            )
+            if not self._prefix_sharing_ok:
+                warnings.warn(
+                    f"{self.name or 'model'}: KV-cache prefix sharing does not reproduce the "
+                    "plain margin (custom attention masks unsupported?); using the plain path",
+                    stacklevel=3,
+                )
+        return self._prefix_sharing_ok
+
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
@@ -279,3 +428,79 @@ class Subject:
             )
             responses += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return [r.strip() for r in responses]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _BranchLayout:
+    """Rows that share a cached past and score every opening as a branch after a suffix.
+
+    Row r sees the first ``past[r]`` cached tokens, then its ``suffix[r]`` new tokens, which
+    are left-padded to a common width so that every row's last suffix token sits in the same
+    column. After them come the openings' tokens (all but each opening's last), one branch per
+    opening: a branch token sees the cached past, the row's suffix and its own branch only, at
+    the positions it would have if that opening alone followed the suffix. So one forward pass
+    scores every opening, and the logits needed sit at the same columns in every row.
+    """
+
+    def __init__(
+        self, openings: list[list[int]], past: list[int], suffix: list[int], cache_len: int
+    ) -> None:
+        self.n_openings = len(openings)
+        self.cache_len = cache_len
+        self.suffix_width = max(suffix)
+        self.past, self.suffix = past, suffix
+        self.branch_tokens: list[int] = []
+        self.branch_spans: list[tuple[int, int]] = []
+        self.term_keep: list[int] = []
+        self.term_token: list[int] = []
+        self.term_opening: list[int] = []
+        for k, opening in enumerate(openings):
+            start = self.suffix_width + len(self.branch_tokens)
+            self.branch_spans.append((start, start + len(opening) - 1))
+            self.branch_tokens += opening[:-1]
+            for t, token in enumerate(opening):
+                # logit of token t: the last suffix column (t = 0) or branch column t - 1
+                self.term_keep.append(0 if t == 0 else 1 + start - self.suffix_width + t - 1)
+                self.term_token.append(token)
+                self.term_opening.append(k)
+        self.width = self.suffix_width + len(self.branch_tokens)
+        self.keep = [self.suffix_width - 1, *range(self.suffix_width, self.width)]
+
+    def suffix_columns(self, row: int) -> slice:
+        return slice(self.suffix_width - self.suffix[row], self.suffix_width)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        positions = torch.zeros((len(self.past), self.width), dtype=torch.long)
+        for r, (past, suffix) in enumerate(zip(self.past, self.suffix, strict=True)):
+            positions[r, self.suffix_columns(r)] = torch.arange(past, past + suffix)
+            for start, end in self.branch_spans:
+                positions[r, start:end] = torch.arange(past + suffix, past + suffix + end - start)
+        return positions
+
+    def mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """Additive (batch, 1, width, cache_len + width) mask: 0 = may attend, min = may not."""
+        c, w = self.cache_len, self.width
+        allowed = torch.zeros((len(self.past), w, c + w), dtype=torch.bool)
+        causal = torch.ones((w, w), dtype=torch.bool).tril()
+        for r, past in enumerate(self.past):
+            pad = self.suffix_width - self.suffix[r]
+            allowed[r, torch.arange(pad), c + torch.arange(pad)] = True  # pads see themselves
+            allowed[r, pad:, :past] = True
+            allowed[r, pad : self.suffix_width, c + pad : c + self.suffix_width] = causal[
+                pad : self.suffix_width, pad : self.suffix_width
+            ]
+            allowed[r, self.suffix_width :, c + pad : c + self.suffix_width] = True
+            for start, end in self.branch_spans:
+                allowed[r, start:end, c + start : c + end] = causal[start:end, start:end]
+        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )[:, None]

@@ -62,10 +62,16 @@ def replace_word(text: str, word: Word, new: str) -> str:
 
 
 def delete_word(text: str, word: Word) -> str:
-    """The prompt with one word removed (and one adjacent space, so no double spaces)."""
+    """The prompt with one word removed (and one adjacent space, so no double spaces).
+
+    A space is taken only where that neither doubles nor glues: "me, now" minus "," is
+    "me now" (not "menow"), "a -b" minus "-" is "a b".
+    """
     start, end = word.start, word.end
-    if end < len(text) and text[end] == " ":
+    before = text[start - 1] if start > 0 else ""
+    after = text[end] if end < len(text) else ""
+    if after == " " and (before == " " or not before or before.isspace()):
         end += 1
-    elif start > 0 and text[start - 1] == " ":
+    elif before == " " and not (after.isalnum() or after == "_"):
         start -= 1
     return text[:start] + text[end:]

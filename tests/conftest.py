@@ -21,7 +21,6 @@ if _NLTK_DATA.is_dir():
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 
 import pytest  # noqa: E402
-
 from tiny_models import FAMILIES, build_tiny_model  # noqa: E402
 
 

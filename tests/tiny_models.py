@@ -124,7 +124,12 @@ def build_tokenizer(
         core = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
         core.decoder = decoders.Sequence(
-            [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+            [
+                decoders.Replace("▁", " "),
+                decoders.ByteFallback(),
+                decoders.Fuse(),
+                decoders.Strip(" ", 1, 0),
+            ]
         )
         byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
         trainer = trainers.BpeTrainer(
@@ -154,7 +159,9 @@ def build_tokenizer(
     return tokenizer
 
 
-def tiny_llama(tokenizer, *, hidden_size: int = 32, layers: int = 2, max_positions: int = 512, seed: int = 0):
+def tiny_llama(
+    tokenizer, *, hidden_size: int = 32, layers: int = 2, max_positions: int = 512, seed: int = 0
+):
     """A randomly initialised LlamaForCausalLM sized for ``tokenizer`` (deterministic for seed)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -8,12 +8,14 @@ Methods are looked up by name; adding one means adding one registered class.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from probe.data import Prompt
 from probe.errors import ProbeError
-from probe.subject import Subject
+from probe.subject import EncodedPrompt, Subject
 
 
 @dataclass
@@ -65,6 +67,84 @@ class WordAttribution:
             method=str(record.get("method", "")),
             extra={k: v for k, v in record.items() if k not in known},
         )
+
+
+class WordPerturber:
+    """Perturbed token sequences of one encoded prompt, a word at a time.
+
+    A perturbed word loses all its tokens (``baseline_id`` None: deletion) or has each token
+    replaced by ``baseline_id``. Chat-template and special tokens (word -1) never change.
+    ``features`` are the words that own at least one token: only they can be perturbed.
+    """
+
+    def __init__(self, encoded: EncodedPrompt, baseline_id: int | None = None) -> None:
+        self.encoded = encoded
+        self.baseline_id = baseline_id
+        self.features = sorted({w for w in encoded.token_word if w >= 0})
+
+    def apply(self, removed: Iterable[int]) -> list[int]:
+        """Token ids with the words in ``removed`` (word indices) perturbed."""
+        removed = set(removed)
+        enc = self.encoded
+        if self.baseline_id is None:
+            return enc.without_words(removed)
+        return [
+            self.baseline_id if w in removed else t
+            for t, w in zip(enc.input_ids, enc.token_word, strict=True)
+        ]
+
+
+def baseline_token_id(subject: Subject, token: str | None) -> int:
+    """Id of a baseline token: ``token`` itself, else the unknown token, else padding."""
+    tokenizer = subject.tokenizer
+    if token is None:
+        return tokenizer.unk_token_id if tokenizer.unk_token_id is not None else subject.pad_id
+    vocab = tokenizer.get_vocab()
+    if token not in vocab:
+        raise ProbeError(f"baseline token {token!r} is not in the model's vocabulary")
+    return int(vocab[token])
+
+
+def encode_prompts(subject: Subject, prompts: Sequence[Prompt]) -> list[EncodedPrompt]:
+    """Encode every prompt; a prompt that cannot be encoded is named in the error."""
+    encoded = []
+    for prompt in prompts:
+        try:
+            encoded.append(subject.encode(prompt.prompt))
+        except ProbeError as exc:
+            raise ProbeError(f"prompt {prompt.id}: {exc}") from None
+    return encoded
+
+
+def token_to_word_scores(encoded: EncodedPrompt, token_scores: Sequence[float]) -> list[float]:
+    """Sum token scores into the words that own them; template tokens are dropped."""
+    words = np.zeros(len(encoded.words))
+    owners = np.asarray(encoded.token_word)
+    keep = owners >= 0
+    np.add.at(words, owners[keep], np.asarray(token_scores, dtype=np.float64)[keep])
+    return words.tolist()
+
+
+def make_attribution(
+    prompt: Prompt,
+    encoded: EncodedPrompt,
+    scores: Sequence[float],
+    margin: float,
+    method: str,
+    extra: dict | None = None,
+) -> WordAttribution:
+    """The ``WordAttribution`` record of one prompt."""
+    return WordAttribution(
+        id=prompt.id,
+        prompt=prompt.prompt,
+        label=prompt.label,
+        words=[w.text for w in encoded.words],
+        spans=[(w.start, w.end) for w in encoded.words],
+        scores=[float(s) for s in scores],
+        margin=float(margin),
+        method=method,
+        extra=extra or {},
+    )
 
 
 class Attributor(ABC):
