@@ -102,6 +102,26 @@ class Edit:
     source: str  # "trigger" (lexicon) or "synonym" (WordNet)
 
 
+@dataclass
+class _PromptSearch:
+    """Search state of one attacked prompt."""
+
+    prompt: Prompt
+    target: Direction
+    plan: list[list[Edit]]
+    before: float | None
+    next_group: int = 0
+    queries: int = 0
+    verified: int = 0
+    best: list[tuple[float, Edit]] = field(default_factory=list)
+    pending: list[tuple[float, Edit]] = field(default_factory=list)
+
+    @property
+    def toward(self) -> float:
+        """Sign of a margin that has crossed to the target side."""
+        return -1.0 if self.target == "compliance" else 1.0
+
+
 class OneWordAttack:
     """Search one-word edits that flip the model, under a per-prompt query budget.
 
@@ -152,7 +172,8 @@ class OneWordAttack:
         if self.synonyms and not has_wordnet():
             notes.append("no WordNet data: lexicon triggers only, no synonym candidates")
         result = AttackResult([], {}, set(), 0, notes)
-        for prompt in tqdm(prompts, desc="attack", unit="prompt", disable=not progress):
+        searches: list[_PromptSearch] = []
+        for prompt in prompts:
             target = _target(prompt, refused.get(prompt.id))
             if target is None:
                 continue
@@ -166,104 +187,128 @@ class OneWordAttack:
             plan = self._plan(
                 prompt.prompt, attribution, target, triggers, lexicon.top(opposite, 10)
             )
-            before = (
-                attribution.margin
-                if attribution is not None
-                else float(subject.prompt_margins([prompt.prompt])[0])
-            )
-            self._attack_one(subject, judge, prompt, target, plan, before, refused, result)
+            if self.search == "exhaustive":
+                plan = [[edit for group in plan for edit in group]]
+            before = attribution.margin if attribution is not None else None
+            searches.append(_PromptSearch(prompt, target, plan, before))
+        missing = [s for s in searches if s.before is None]
+        if missing:
+            for search, margin in zip(
+                missing, subject.prompt_margins([s.prompt.prompt for s in missing]), strict=True
+            ):
+                search.before = float(margin)
+        self._search(subject, judge, searches, refused, result, progress)
         result.notes = sorted(set(notes))
         return result
 
-    def _attack_one(
+    def _search(
         self,
         subject: Subject,
         judge: RefusalJudge,
-        prompt: Prompt,
-        target: Direction,
-        plan: list[list[Edit]],
-        before: float,
+        searches: list[_PromptSearch],
+        refused: dict[str, bool],
+        result: AttackResult,
+        progress: bool,
+    ) -> None:
+        """Run every prompt's search in rounds, batching model calls across prompts.
+
+        Round r scores the r-th position group of every unfinished prompt in one margin batch,
+        then verifies the candidates that crossed zero, best first, one generation batch per
+        step, until each prompt flips or runs out of verifications. Per prompt the decisions
+        are those of a one-prompt-at-a-time search; only the batching differs.
+        """
+        bar = tqdm(total=len(searches), desc="attack", unit="prompt", disable=not progress)
+        active = list(searches)
+        while active:
+            scoring = [
+                s
+                for s in active
+                if s.next_group < len(s.plan)
+                and not (self.search == "guided" and s.queries >= self.max_queries)
+            ]
+            if not scoring:
+                break
+            groups = [s.plan[s.next_group] for s in scoring]
+            variants = [edit.variant for group in groups for edit in group]
+            margins = iter(subject.prompt_margins(variants).tolist())
+            for search, group in zip(scoring, groups, strict=True):
+                search.next_group += 1
+                search.queries += len(group)
+                ranked = sorted(
+                    ((next(margins), edit) for edit in group), key=lambda m: -search.toward * m[0]
+                )
+                search.best += ranked[: self.max_verify]
+                search.pending = [m for m in ranked if search.toward * m[0] > 0]
+            self._verify_pending(subject, judge, scoring, refused, result)
+            active = [
+                s
+                for s in active
+                if s.prompt.id not in result.flipped_ids and s.verified < self.max_verify
+            ]
+            bar.update(len(searches) - len(active) - bar.n)
+        # Nothing crossed, or nothing verified yet: verify the best-scoring edits anyway.
+        leftovers = [s for s in searches if s.prompt.id not in result.flipped_ids]
+        for search in leftovers:
+            search.pending = sorted(
+                (m for m in search.best if search.toward * m[0] <= 0),
+                key=lambda m: -search.toward * m[0],
+            )
+        self._verify_pending(subject, judge, leftovers, refused, result)
+        bar.update(len(searches) - bar.n)
+        bar.close()
+        result.queries += sum(s.queries for s in searches)
+
+    def _verify_pending(
+        self,
+        subject: Subject,
+        judge: RefusalJudge,
+        searches: list[_PromptSearch],
         refused: dict[str, bool],
         result: AttackResult,
     ) -> None:
-        """Score and verify the plan's edits (grouped by position) for one prompt."""
-        if self.search == "exhaustive":
-            plan = [[edit for group in plan for edit in group]]
-        toward = -1.0 if target == "compliance" else 1.0  # sign of a margin that crossed
-        queries = verified = 0
-        best: list[tuple[float, Edit]] = []
-        for group in plan:
-            if self.search == "guided" and queries >= self.max_queries:
-                break
-            if not group:
-                continue
-            margins = subject.prompt_margins([e.variant for e in group])
-            queries += len(group)
-            ranked = sorted(zip(margins.tolist(), group, strict=True), key=lambda m: -toward * m[0])
-            best += ranked[: self.max_verify]
-            for margin, edit in ranked:
-                if toward * margin <= 0 or verified >= self.max_verify:
-                    break
-                verified += 1
-                queries += 1
-                if self._verify(
-                    subject, judge, prompt, target, edit, before, margin, refused, queries, result
-                ):
-                    result.queries += queries
-                    return
-        # Nothing crossed (or nothing verified): verify the best-scoring edits anyway.
-        for margin, edit in sorted(best, key=lambda m: -toward * m[0]):
-            if verified >= self.max_verify or toward * margin > 0:
-                continue
-            verified += 1
-            queries += 1
-            if self._verify(
-                subject, judge, prompt, target, edit, before, margin, refused, queries, result
-            ):
-                break
-        result.queries += queries
-
-    def _verify(
-        self,
-        subject: Subject,
-        judge: RefusalJudge,
-        prompt: Prompt,
-        target: Direction,
-        edit: Edit,
-        before: float,
-        after: float,
-        refused: dict[str, bool],
-        queries: int,
-        result: AttackResult,
-    ) -> bool:
-        """Generate for the edited prompt, judge it, record it; True when it flipped."""
-        response = subject.generate([edit.variant], self.max_new_tokens)[0]
-        judged = judge.is_refusal(response)
-        success = judged == (target == "refusal")
-        result.records.append(
-            AttackRecord(
-                id=prompt.id,
-                label=prompt.label,
-                target=target,
-                original=prompt.prompt,
-                variant=edit.variant,
-                position=edit.position,
-                old_word=edit.old_word,
-                new_word=edit.new_word,
-                replaced_pos=edit.replaced_pos,
-                source=edit.source,
-                margin_before=before,
-                margin_after=after,
-                flipped=success,
-                judged_refusal_before=bool(refused[prompt.id]),
-                judged_refusal_after=judged,
-                response_after=response,
-                queries=queries,
+        """Verify pending edits (best first) by generation + judge, one batch per step."""
+        while True:
+            batch = [
+                s
+                for s in searches
+                if s.pending
+                and s.verified < self.max_verify
+                and s.prompt.id not in result.flipped_ids
+            ]
+            if not batch:
+                return
+            steps = [(s, *s.pending.pop(0)) for s in batch]
+            responses = subject.generate(
+                [edit.variant for _, _, edit in steps], self.max_new_tokens
             )
-        )
-        if success:
-            result.flipped_ids.add(prompt.id)
-        return success
+            for (search, margin, edit), response in zip(steps, responses, strict=True):
+                search.verified += 1
+                search.queries += 1
+                judged = judge.is_refusal(response)
+                success = judged == (search.target == "refusal")
+                result.records.append(
+                    AttackRecord(
+                        id=search.prompt.id,
+                        label=search.prompt.label,
+                        target=search.target,
+                        original=search.prompt.prompt,
+                        variant=edit.variant,
+                        position=edit.position,
+                        old_word=edit.old_word,
+                        new_word=edit.new_word,
+                        replaced_pos=edit.replaced_pos,
+                        source=edit.source,
+                        margin_before=float(search.before),
+                        margin_after=margin,
+                        flipped=success,
+                        judged_refusal_before=bool(refused[search.prompt.id]),
+                        judged_refusal_after=judged,
+                        response_after=response,
+                        queries=search.queries,
+                    )
+                )
+                if success:
+                    result.flipped_ids.add(search.prompt.id)
 
     def _plan(
         self,

@@ -229,8 +229,11 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         summary["notes"] = attack.notes
         summary["status"] = "complete"
         write_summary(run_dir, summary)
-    except BaseException:
-        summary["status"] = "interrupted"
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        summary["status"] = "interrupted" if interrupted else "failed"
+        if not interrupted:
+            summary["error"] = f"{type(exc).__name__}: {exc}"
         write_summary(run_dir, summary)
         raise
     render_report(run_dir)

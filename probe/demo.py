@@ -161,9 +161,22 @@ def _build_tokenizer(texts: list[str]):
 def train_demo_model(folder: Path, seed: int = 0, steps: int = 300) -> None:
     """Train the demo model and save model + tokenizer to ``folder`` (save_pretrained)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    # A 64-wide model gains nothing from a second thread, and on a busy machine extra
+    # threads make training many times slower.
+    torch.set_num_threads(1)
+    try:
+        _train(folder, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(folder: Path, seed: int, steps: int) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     pairs = _training_pairs(seed)
     tokenizer = _build_tokenizer([t for pair in pairs for t in pair] + [OPENING_WORDS])
     config = LlamaConfig(

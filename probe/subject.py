@@ -51,6 +51,11 @@ class EncodedPrompt:
         return [i for i, w in enumerate(self.token_word) if w == index]
 
 
+def _looks_like_path(model_id: str) -> bool:
+    """A hub id is "name" or "org/name"; anything else (./x, /x, a/b/c, ~) must be a path."""
+    return model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or "\\" in model_id
+
+
 def resolve_dtype(name: str) -> torch.dtype | str:
     try:
         return _DTYPES[name]
@@ -115,6 +120,10 @@ class Subject:
             model_id, gguf_file = str(path.parent), path.name
         elif path.exists() and not path.is_dir():
             raise ProbeError(f"model path {model_id} is a file; pass a folder or a .gguf file")
+        elif path.is_dir() and not gguf_file and not (path / "config.json").is_file():
+            raise ProbeError(f"{model_id} has no config.json: not a saved Hugging Face model")
+        elif not path.exists() and _looks_like_path(model_id):
+            raise ProbeError(f"model folder not found: {model_id}")
         kwargs = {"trust_remote_code": trust_remote_code}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
@@ -263,9 +272,9 @@ class Subject:
         return scores.view(len(sequences), len(openings))
 
     # ------------------------------------- shared-prefix and differentiable margins
-    # Both score every opening as a *branch* of one row: the openings are packed after the
-    # scored sequence and a 4-D attention mask lets each opening token see the sequence and its
-    # own opening only (see ``_BranchLayout``). One row per sequence instead of one per opening.
+    # Both pack every opening as a *branch* after the scored tokens: a 4-D attention mask lets
+    # each opening token see the sequence and its own opening only, so one forward pass scores
+    # all openings (see ``_PackedLayout``), and only the logits the margin needs are computed.
 
     @torch.no_grad()
     def shared_prefix_margins(
@@ -277,9 +286,10 @@ class Subject:
         """Margins of token sequences that are edits of ``base`` (same as ``margins``, faster).
 
         ``base`` is run once and its KV cache kept; each variant reuses the cached tokens it
-        shares with ``base`` (the chat-template prefix and everything before its first edit) and
-        runs only the rest, with every opening as a branch. Variants are scored
-        ``batch_size`` at a time, so memory is bounded by the batch size. Models whose
+        shares with ``base`` (the chat-template prefix and everything before its first edit)
+        and runs only the rest. The rests are packed several to a row, without padding between
+        them, into rows as long as ``base`` plus the opening branches, ``batch_size`` rows per
+        forward pass: memory is bounded like ``batch_size`` full sequences. Models whose
         attention ignores custom 4-D masks or explicit positions fail a one-time check against
         ``margins`` and are scored by ``margins`` instead (with a warning).
         """
@@ -290,31 +300,31 @@ class Subject:
             return self.margins(variants, config)
         openings, n_refusal = self.opening_ids(config)
         shared = [min(_common_prefix(base, v), len(v) - 1) for v in variants]
-        order = sorted(range(len(variants)), key=lambda i: -shared[i])
+        segments = [(shared[i], len(v) - shared[i]) for i, v in enumerate(variants)]
         cache_len = max(shared)
         prefix_cache = self._prefill(base[:cache_len]) if cache_len else None
+        packed = _pack(segments, len(base), _branch_length(openings))
         out = np.empty(len(variants), dtype=np.float64)
-        for begin in range(0, len(order), self.batch_size):
-            rows = order[begin : begin + self.batch_size]
-            layout = _BranchLayout(
-                openings,
-                [shared[i] for i in rows],
-                [len(variants[i]) - shared[i] for i in rows],
-                cache_len,
+        for begin in range(0, len(packed), self.batch_size):
+            rows = packed[begin : begin + self.batch_size]
+            layout = _PackedLayout(
+                openings, [[segments[i] for i in row] for row in rows], cache_len
             )
             ids = torch.full((len(rows), layout.width), self.pad_id, dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, layout.suffix_columns(r)] = torch.tensor(variants[i][shared[i] :])
-            ids[:, layout.suffix_width :] = torch.tensor(layout.branch_tokens)
+            for r, row in enumerate(rows):
+                for i, start in zip(row, layout.starts[r], strict=True):
+                    tokens = [*variants[i][shared[i] :], *layout.branch_tokens]
+                    ids[r, start : start + len(tokens)] = torch.tensor(tokens)
             cache = None
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(rows))
-            logp = self._branch_logprobs(layout, cache, input_ids=ids.to(self.device))
-            margin = torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(
-                logp[:, n_refusal:], 1
+            logp = self._packed_logprobs(layout, cache, input_ids=ids.to(self.device))
+            margin = torch.logsumexp(logp[..., :n_refusal], -1) - torch.logsumexp(
+                logp[..., n_refusal:], -1
             )
-            out[rows] = margin.double().cpu().numpy()
+            for r, row in enumerate(rows):
+                out[row] = margin[r, : len(row)].double().cpu().numpy()
         return out
 
     def margins_from_embeddings(
@@ -329,15 +339,15 @@ class Subject:
         config = config or self.margin_config
         openings, n_refusal = self.opening_ids(config)
         batch, length, _ = embeds.shape
-        layout = _BranchLayout(openings, [0] * batch, [length] * batch, 0)
+        layout = _PackedLayout(openings, [[(0, length)]] * batch, 0)
         branches = self.opening_embeddings(config).to(embeds.dtype)
         inputs = torch.cat([embeds, branches.expand(batch, -1, -1)], dim=1)
-        logp = self._branch_logprobs(layout, None, inputs_embeds=inputs)
+        logp = self._packed_logprobs(layout, None, inputs_embeds=inputs)[:, 0]
         return torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(logp[:, n_refusal:], 1)
 
     @torch.no_grad()
     def opening_embeddings(self, config: MarginConfig | None = None) -> torch.Tensor:
-        """Input embeddings of the packed opening branches, (1, n, hidden); cached.
+        """Input embeddings of the opening branches, (1, n, hidden); cached per config.
 
         Computed through the model's own input embedding layer (so scaled embeddings stay
         right). Gradient methods that hook that layer call this first, outside the hook.
@@ -345,7 +355,7 @@ class Subject:
         config = config or self.margin_config
         if config not in self._branch_embedding_cache:
             openings, _ = self.opening_ids(config)
-            tokens = _BranchLayout(openings, [0], [1], 0).branch_tokens
+            tokens = [t for opening in openings for t in opening[:-1]]
             ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
             self._branch_embedding_cache[config] = self.model.get_input_embeddings()(ids)
         return self._branch_embedding_cache[config]
@@ -368,22 +378,25 @@ class Subject:
         )
         return cache
 
-    def _branch_logprobs(self, layout: _BranchLayout, cache, **inputs) -> torch.Tensor:
-        """log P(opening | row) for every row of a branch layout, (batch, n_openings)."""
+    def _packed_logprobs(self, layout: _PackedLayout, cache, **inputs) -> torch.Tensor:
+        """log P(opening | segment) for a packed layout, (rows, max segments, n_openings)."""
         device = self.device
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
         extra = {self._cache_kwarg(): cache, "use_cache": True} if cache is not None else {}
         logits = self.model(
             attention_mask=layout.mask(dtype).to(device),
             position_ids=layout.positions.to(device),
-            logits_to_keep=torch.tensor(layout.keep, device=device),
+            logits_to_keep=layout.keep.to(device),
             **inputs,
             **extra,
-        ).logits
-        logp = logits.float().log_softmax(-1)
-        picked = logp[:, torch.tensor(layout.term_keep), torch.tensor(layout.term_token)]
-        scores = torch.zeros(logp.shape[0], layout.n_openings, device=logp.device)
-        return scores.index_add(1, torch.tensor(layout.term_opening, device=logp.device), picked)
+        ).logits.float()
+        rows, segments = layout.keep.shape[0], layout.max_segments
+        logits = logits.view(rows, segments, -1, logits.shape[-1])
+        keep = torch.tensor(layout.term_keep, device=logits.device)
+        token = torch.tensor(layout.term_token, device=logits.device)
+        picked = logits[:, :, keep, token] - torch.logsumexp(logits, -1)[:, :, keep]
+        scores = torch.zeros(rows, segments, layout.n_openings, device=logits.device)
+        return scores.index_add(2, torch.tensor(layout.term_opening, device=logits.device), picked)
 
     def _prefix_sharing_checked(self, base: Sequence[int], config: MarginConfig) -> bool:
         """Once per subject: does the shared-prefix path reproduce ``margins`` on ``base``?"""
@@ -392,8 +405,11 @@ class Subject:
             probe_variants = [list(base)]
             if len(base) > 2:
                 probe_variants.append(list(base[:-2]) + list(base[-1:]))
-            fast = self.shared_prefix_margins(base, probe_variants, config)
             plain = self.margins(probe_variants, config)
+            try:
+                fast = self.shared_prefix_margins(base, probe_variants, config)
+            except (TypeError, ValueError, RuntimeError, IndexError):
+                fast = np.full_like(plain, np.nan)
             tolerance = 1e-3 if self.model.dtype == torch.float32 else 5e-2
             self._prefix_sharing_ok = bool(
                 np.all(np.abs(fast - plain) <= tolerance * (1 + np.abs(plain)))
@@ -439,68 +455,110 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class _BranchLayout:
-    """Rows that share a cached past and score every opening as a branch after a suffix.
+def _branch_length(openings: list[list[int]]) -> int:
+    """Tokens the opening branches add after a scored sequence (each opening but its last)."""
+    return sum(len(opening) - 1 for opening in openings)
 
-    Row r sees the first ``past[r]`` cached tokens, then its ``suffix[r]`` new tokens, which
-    are left-padded to a common width so that every row's last suffix token sits in the same
-    column. After them come the openings' tokens (all but each opening's last), one branch per
-    opening: a branch token sees the cached past, the row's suffix and its own branch only, at
-    the positions it would have if that opening alone followed the suffix. So one forward pass
-    scores every opening, and the logits needed sit at the same columns in every row.
+
+def _pack(segments: list[tuple[int, int]], base_length: int, branch: int) -> list[list[int]]:
+    """First-fit-decreasing packing of segments (by new tokens + branches) into rows.
+
+    A row holds as many tokens as ``base`` plus the branches (or the longest segment).
+    """
+    sizes = [new + branch for _, new in segments]
+    capacity = max(base_length + branch, *sizes)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(segments)), key=lambda i: -sizes[i]):
+        for r, free in enumerate(room):
+            if sizes[i] <= free:
+                rows[r].append(i)
+                room[r] -= sizes[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - sizes[i])
+    return rows
+
+
+class _PackedLayout:
+    """Rows of packed segments, each scoring every opening as a branch, in one forward pass.
+
+    A segment is one scored sequence: the first ``past`` tokens come from the KV cache (shared
+    by all rows), its ``new`` tokens sit in the row, followed by the openings' tokens (all but
+    each opening's last), one branch per opening. A token sees the cached past of its own
+    segment and its segment's earlier tokens; a branch token sees the segment's new tokens and
+    its own branch only, at the positions it would have if that opening alone followed the
+    sequence. Padding after the last segment sees only itself.
     """
 
     def __init__(
-        self, openings: list[list[int]], past: list[int], suffix: list[int], cache_len: int
+        self, openings: list[list[int]], rows: list[list[tuple[int, int]]], cache_len: int
     ) -> None:
         self.n_openings = len(openings)
+        self.rows = rows
         self.cache_len = cache_len
-        self.suffix_width = max(suffix)
-        self.past, self.suffix = past, suffix
-        self.branch_tokens: list[int] = []
-        self.branch_spans: list[tuple[int, int]] = []
-        self.term_keep: list[int] = []
+        self.branch_tokens = [t for opening in openings for t in opening[:-1]]
+        self.branch_spans: list[tuple[int, int]] = []  # within the branch block
+        self.term_keep: list[int] = []  # per opening token: which kept logit predicts it
         self.term_token: list[int] = []
         self.term_opening: list[int] = []
         for k, opening in enumerate(openings):
-            start = self.suffix_width + len(self.branch_tokens)
-            self.branch_spans.append((start, start + len(opening) - 1))
-            self.branch_tokens += opening[:-1]
+            offset = sum(len(o) - 1 for o in openings[:k])
+            self.branch_spans.append((offset, offset + len(opening) - 1))
             for t, token in enumerate(opening):
-                # logit of token t: the last suffix column (t = 0) or branch column t - 1
-                self.term_keep.append(0 if t == 0 else 1 + start - self.suffix_width + t - 1)
+                # kept logits of a segment: its last new token, then each branch column
+                self.term_keep.append(0 if t == 0 else 1 + offset + t - 1)
                 self.term_token.append(token)
                 self.term_opening.append(k)
-        self.width = self.suffix_width + len(self.branch_tokens)
-        self.keep = [self.suffix_width - 1, *range(self.suffix_width, self.width)]
+        branch = len(self.branch_tokens)
+        self.starts = [
+            np.cumsum([0] + [new + branch for _, new in row[:-1]]).tolist() for row in rows
+        ]
+        self.width = max(
+            starts[-1] + row[-1][1] + branch for starts, row in zip(self.starts, rows, strict=True)
+        )
+        self.max_segments = max(len(row) for row in rows)
 
-    def suffix_columns(self, row: int) -> slice:
-        return slice(self.suffix_width - self.suffix[row], self.suffix_width)
+    @property
+    def keep(self) -> torch.Tensor:
+        """(rows, max_segments * (1 + branch)) columns whose logits are needed (0: unused)."""
+        branch = len(self.branch_tokens)
+        keep = torch.zeros((len(self.rows), self.max_segments, 1 + branch), dtype=torch.long)
+        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
+            for j, ((_, new), start) in enumerate(zip(row, starts, strict=True)):
+                keep[r, j] = torch.arange(start + new - 1, start + new + branch)
+        return keep.view(len(self.rows), -1)
 
     @property
     def positions(self) -> torch.Tensor:
-        positions = torch.zeros((len(self.past), self.width), dtype=torch.long)
-        for r, (past, suffix) in enumerate(zip(self.past, self.suffix, strict=True)):
-            positions[r, self.suffix_columns(r)] = torch.arange(past, past + suffix)
-            for start, end in self.branch_spans:
-                positions[r, start:end] = torch.arange(past + suffix, past + suffix + end - start)
+        positions = torch.zeros((len(self.rows), self.width), dtype=torch.long)
+        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
+            for (past, new), start in zip(row, starts, strict=True):
+                positions[r, start : start + new] = torch.arange(past, past + new)
+                for a, b in self.branch_spans:
+                    at = start + new
+                    positions[r, at + a : at + b] = torch.arange(past + new, past + new + b - a)
         return positions
 
     def mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """Additive (batch, 1, width, cache_len + width) mask: 0 = may attend, min = may not."""
+        """Additive (rows, 1, width, cache_len + width) mask: 0 = may attend, min = may not."""
         c, w = self.cache_len, self.width
-        allowed = torch.zeros((len(self.past), w, c + w), dtype=torch.bool)
+        allowed = torch.zeros((len(self.rows), w, c + w), dtype=torch.bool)
         causal = torch.ones((w, w), dtype=torch.bool).tril()
-        for r, past in enumerate(self.past):
-            pad = self.suffix_width - self.suffix[r]
-            allowed[r, torch.arange(pad), c + torch.arange(pad)] = True  # pads see themselves
-            allowed[r, pad:, :past] = True
-            allowed[r, pad : self.suffix_width, c + pad : c + self.suffix_width] = causal[
-                pad : self.suffix_width, pad : self.suffix_width
-            ]
-            allowed[r, self.suffix_width :, c + pad : c + self.suffix_width] = True
-            for start, end in self.branch_spans:
-                allowed[r, start:end, c + start : c + end] = causal[start:end, start:end]
+        diagonal = torch.arange(w)
+        allowed[:, diagonal, c + diagonal] = True  # padding sees itself (no empty rows)
+        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
+            for (past, new), start in zip(row, starts, strict=True):
+                end = start + new
+                seg = slice(start, end + len(self.branch_tokens))
+                allowed[r, seg, :past] = True
+                allowed[r, start:end, c + start : c + end] = causal[:new, :new]
+                allowed[r, end : seg.stop, c + start : c + end] = True
+                for a, b in self.branch_spans:
+                    allowed[r, end + a : end + b, c + end + a : c + end + b] = causal[
+                        : b - a, : b - a
+                    ]
         return torch.zeros(allowed.shape, dtype=dtype).masked_fill(
             ~allowed, torch.finfo(dtype).min
         )[:, None]
