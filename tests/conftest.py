@@ -43,9 +43,43 @@ def tiny_subjects(tiny_model_dirs):
     return {family: Subject.load(folder) for family, folder in tiny_model_dirs.items()}
 
 
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory) -> Path:
+    """The trained demo model folder, trained once per session (or reused from
+    $PROBE_CACHE_DIR when CI set one)."""
+    from probe.demo import ensure_demo_model
+
+    if not os.environ.get("PROBE_CACHE_DIR"):
+        os.environ["PROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))
+    return ensure_demo_model(0)
+
+
+@pytest.fixture(scope="session")
+def demo_subject(demo_model_dir):
+    """The demo model loaded through Subject.load; shared, do not change its state."""
+    from probe.subject import Subject
+
+    return Subject.load(demo_model_dir)
+
+
 @pytest.fixture
 def probe_cache_dir(tmp_path, monkeypatch) -> Path:
     """A private PROBE_CACHE_DIR, so the demo model is never written to the user's cache."""
     folder = tmp_path / "probe-cache"
     monkeypatch.setenv("PROBE_CACHE_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One intra-op thread for a module of tiny-model tests, restored afterwards.
+
+    Tiny models gain nothing from intra-op threads, and on a busy machine the threads wait on
+    each other: the same margins took 0.6 s on one thread and 40 s on two (load ~11, 2 cores).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

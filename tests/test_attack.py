@@ -32,9 +32,15 @@ def _run(demo_setup, **params):
     )
 
 
-def test_guided_attack_flips_demo_and_every_edit_is_one_word(demo_setup):
+@pytest.fixture(scope="module")
+def guided(demo_setup):
+    """The default (guided) attack on the demo setup, run once for the module."""
+    return _run(demo_setup)
+
+
+def test_guided_attack_flips_demo_and_every_edit_is_one_word(demo_setup, guided):
     subject, judge, _, prompts, _, refused = demo_setup
-    result = _run(demo_setup)
+    result = guided
     assert result.rate("compliance") >= 0.8
     assert result.rate("refusal") >= 0.8
     by_id = {p.id: p for p in prompts}
@@ -56,14 +62,12 @@ def test_guided_attack_flips_demo_and_every_edit_is_one_word(demo_setup):
         assert judge.is_refusal(response) != record.judged_refusal_before
 
 
-def test_planted_triggers_carry_the_flips(demo_setup):
-    result = _run(demo_setup)
-    words = {r.new_word.lower() for r in result.records if r.flipped}
+def test_planted_triggers_carry_the_flips(guided):
+    words = {r.new_word.lower() for r in guided.records if r.flipped}
     assert TRIGGERS["compliance"] in words and TRIGGERS["refusal"] in words
 
 
-def test_guided_search_needs_fewer_queries_than_exhaustive(demo_setup):
-    guided = _run(demo_setup)
+def test_guided_search_needs_fewer_queries_than_exhaustive(demo_setup, guided):
     exhaustive = _run(demo_setup, search="exhaustive", max_verify=1000)
     assert len(guided.flipped_ids) >= 0.95 * len(exhaustive.flipped_ids)
     assert guided.queries_per_success * 3 < exhaustive.queries_per_success
@@ -76,19 +80,17 @@ def test_query_budget_bounds_margin_queries(demo_setup):
     assert all(q <= 1 + 5 + 3 + 1 for q in per_prompt.values())
 
 
-def test_nouns_are_never_replaced_except_the_lead(demo_setup):
+def test_nouns_are_never_replaced_except_the_lead(guided):
     if not has_tagger():
         pytest.skip("NLTK tagger data not installed")
-    result = _run(demo_setup)
-    for record in result.records:
+    for record in guided.records:
         lead = next(i for i, w in enumerate(split_words(record.original)) if not w.is_punct)
         assert record.position == lead or record.replaced_pos not in {"NOUN", "PROPN", "NUM"}
 
 
-def test_flip_rates_written_back_with_wilson_interval(demo_setup):
+def test_flip_rates_written_back_with_wilson_interval(demo_setup, guided):
     _, _, lexicon, *_ = demo_setup
-    result = _run(demo_setup)
-    write_flip_rates(lexicon, result)
+    write_flip_rates(lexicon, guided)
     entry = lexicon.get(TRIGGERS["compliance"])
     assert entry.flip_rate is not None and 0 < entry.flip_rate <= 1
     assert entry.flip_ci_low <= entry.flip_rate <= entry.flip_ci_high

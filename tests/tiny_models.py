@@ -257,3 +257,52 @@ def train_tiny_chat_model(
     tokenizer.save_pretrained(folder)
     (folder / "final_loss.txt").write_text(f"{loss.item():.4f}\n", encoding="utf-8")
     return folder
+
+
+# --------------------------------------------------------------------- alignment assertions
+def rel_spans(subject, enc) -> tuple[list[tuple[int, int]], int]:
+    """Token spans relative to the prompt's start, and that start in the chat text."""
+    offsets = subject.tokenizer(enc.text, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"
+    ]
+    start = subject._prompt_start(enc.text, enc.prompt)
+    assert enc.text[start : start + len(enc.prompt)] == enc.prompt
+    return [(a - start, b - start) for a, b in offsets], start
+
+
+def overlapping_words(enc, span: tuple[int, int]) -> set[int]:
+    """Indices of the prompt words that a (prompt-relative) token span overlaps."""
+    a, b = span
+    return {i for i, w in enumerate(enc.words) if min(b, w.end) > max(a, w.start)}
+
+
+def check_alignment(subject, prompt: str, *, strict_ownership: bool = False) -> None:
+    """Every rule that token_word must obey, for any prompt and tokenizer.
+
+    - a token outside the prompt (chat template) or a template special token maps to -1;
+    - a token that overlaps prompt words maps to one of them; one that overlaps none
+      (whitespace) maps to -1;
+    - every word is overlapped by at least one token; with ``strict_ownership`` every word
+      also owns one (false only when one token spans two words, e.g. SentencePiece "▁cake,").
+    """
+    from probe.words import split_words
+
+    enc = subject.encode(prompt)
+    assert list(enc.words) == split_words(prompt)
+    spans, _ = rel_spans(subject, enc)
+    assert len(spans) == len(enc.input_ids) == len(enc.token_word)
+    # template specials; <unk> stands for characters of the prompt and may belong to a word
+    specials = set(subject.tokenizer.all_special_ids) - {subject.tokenizer.unk_token_id}
+    for tid, owner, span in zip(enc.input_ids, enc.token_word, spans, strict=True):
+        overlapping = overlapping_words(enc, span)
+        if tid in specials or span[1] <= 0 or span[0] >= len(prompt):
+            assert owner == -1, (prompt, span, owner)
+        if overlapping:
+            assert owner in overlapping, (prompt, span, owner, overlapping)
+        else:
+            assert owner == -1, (prompt, span, owner)
+    for index, word in enumerate(enc.words):
+        covering = [s for s in spans if index in overlapping_words(enc, s)]
+        assert covering, f"word {word.text!r} of {prompt!r} is covered by no token"
+        if strict_ownership:
+            assert index in enc.token_word, f"word {word.text!r} of {prompt!r} owns no token"
