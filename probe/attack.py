@@ -5,8 +5,8 @@ answers get refusal triggers (over-refusal). Candidates change exactly one word:
 trigger (inflected like the word it replaces) or a WordNet synonym of that word. Positions are
 searched most decisive first, candidates are scored by the margin in batches, and promising
 ones are verified by greedy generation + the judge; only verified flips count. Content words
-(nouns, except in the lead position, where the tagger reads imperatives like "Share" as nouns)
-are never replaced, so a flip measures a shortcut, not a changed request.
+(``probe.nlp.is_content_word``: nouns and unknown jargon; the lead word and known opposing
+triggers excepted) are never replaced, so a flip measures a shortcut, not a changed request.
 """
 
 from __future__ import annotations
@@ -21,12 +21,17 @@ from probe.data import Prompt
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
 from probe.lexicon_table import Direction, TriggerLexicon
-from probe.nlp import has_tagger, has_wordnet, inflect_like, universal_tags, wordnet_synonyms
+from probe.nlp import (
+    has_tagger,
+    has_wordnet,
+    inflect_like,
+    is_content_word,
+    universal_tags,
+    wordnet_synonyms,
+)
 from probe.stats import wilson_interval
 from probe.subject import Subject
 from probe.words import replace_word, split_words
-
-PROTECTED_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
 
 
 @dataclass
@@ -322,8 +327,9 @@ class OneWordAttack:
 
         Position order: words the lexicon knows as triggers of the opposite direction, then the
         lead word (the paper's "What ..."/"Share ..." form), then the words whose attribution
-        pushes hardest against the target. Content words (nouns, numbers) are never replaced,
-        except in the lead position, where the tagger reads imperatives ("Share") as nouns.
+        pushes hardest against the target. Content words (``is_content_word``) are never
+        replaced, except in the lead position, where the tagger reads imperatives ("Share") as
+        nouns, and where the word is itself a known opposing trigger.
         Within a position: lexicon triggers in lexicon order, then WordNet synonyms.
         """
         words = split_words(text)
@@ -345,8 +351,14 @@ class OneWordAttack:
             return (opposing.get(word, len(opposing)), i != lead, -sign * scores[i])
 
         positions = sorted(alnum, key=priority)
-        if tags is not None:
-            positions = [i for i in positions if i == lead or tags[i] not in PROTECTED_TAGS]
+        if self.protect_content:
+            positions = [
+                i
+                for i in positions
+                if i == lead
+                or words[i].text.lower() in opposing
+                or not is_content_word(words[i].text, tags[i] if tags is not None else None)
+            ]
         plan = []
         for index in positions:
             old = words[index].text

@@ -10,8 +10,8 @@ Ranking is by the *conservative* end of the interval (the CI bound nearest zero)
 needs both a large effect and enough consistent support to rank high: one dramatic prompt
 does not beat a word that flips the model every time it appears.
 
-Content words (nouns, proper nouns, numbers by the universal POS tagger, outside the lead
-position where imperatives like "Share" are mis-tagged as nouns) carry what the request is
+Content words (``probe.nlp.is_content_word``: nouns, numbers and unknown jargon, judged outside
+the lead position where imperatives like "Share" are mis-tagged as nouns) carry what the request is
 about: "bomb" pushing toward refusal is the model working, not a shortcut. They stay in the
 table with ``role="content"`` but rank after the ``role="trigger"`` words of their direction.
 """
@@ -25,10 +25,8 @@ import numpy as np
 
 from probe.attribution.base import WordAttribution
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
-from probe.nlp import stopword_set, universal_tags, word_normaliser
+from probe.nlp import is_content_word, stopword_set, universal_tags, word_normaliser
 from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
-
-CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
 
 
 class LexiconBuilder:
@@ -76,7 +74,7 @@ class LexiconBuilder:
                 if position == lead_index:
                     lead_key = key
                 elif tags is not None:
-                    content_votes[key].append(tags[position] in CONTENT_TAGS)
+                    content_votes[key].append(is_content_word(word, tags[position]))
             for key, value in in_prompt.items():
                 per_word[key].append(value)
                 if key == lead_key:

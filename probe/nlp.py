@@ -84,6 +84,44 @@ def universal_tags(words: Sequence[str]) -> list[str] | None:
     return [tag for _, tag in nltk.pos_tag(list(words), tagset="universal")]
 
 
+CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
+
+
+def is_content_word(word: str, universal_tag: str | None) -> bool:
+    """Whether a word carries what a request is about, so an edit must not replace it.
+
+    True for nouns, proper nouns and numbers by the tagger, and — because the tagger misreads
+    short imperative requests ("make malware" -> ADJ, "bake bread" -> VERB) — for words that
+    WordNet does not know at all (jargon such as "malware") or whose senses are used as a noun
+    at least as often as any other part of speech (SemCor lemma counts: "bread", "bomb", not
+    "make" or "share"). Stopwords are never content. Without WordNet only the tag decides.
+    """
+    if universal_tag in CONTENT_TAGS:
+        return True
+    lower = word.lower()
+    if lower in stopword_set() or not any(ch.isalpha() for ch in lower) or not has_wordnet():
+        return False
+    return _dominant_pos(lower) in (None, "n")
+
+
+@functools.cache
+def _dominant_pos(word: str) -> str | None:
+    """WordNet part of speech whose senses of ``word`` are used most (SemCor counts; a tie
+    goes to the noun), or None when WordNet does not know the word."""
+    from nltk.corpus import wordnet
+
+    usage: dict[str, float] = {}
+    for synset in wordnet.synsets(word):
+        pos = "a" if synset.pos() == "s" else synset.pos()
+        for lemma_ in synset.lemmas():
+            if lemma_.name().lower() == word:
+                usage[pos] = usage.get(pos, 0.0) + lemma_.count() + 0.01
+    if not usage:
+        return None
+    best = max(usage.values())
+    return "n" if usage.get("n") == best else max(usage, key=usage.get)
+
+
 _WORDNET_POS = {"VERB": "v", "NOUN": "n", "ADJ": "a", "ADV": "r"}
 
 

