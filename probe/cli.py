@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("any", "first"),
         help="data cues: any position or first word only",
     )
-    lexicon.add_argument("--min-support", type=int, default=3)
+    lexicon.add_argument(
+        "--min-support", type=int, help="leave out rarer words (default: 3 model, 5 data)"
+    )
     lexicon.add_argument("--seed", type=int, default=0)
     lexicon.add_argument("--out", required=True, help="lexicon .json (a .csv is written beside it)")
 
@@ -153,13 +155,13 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
         records = [WordAttribution.from_record(r) for r in read_jsonl(path)]
         if not records:
             raise ProbeError(f"attributions file {path} is empty")
-        lexicon = LexiconBuilder(min_support=args.min_support, seed=args.seed).fit(records).lexicon_
+        params = {"min_support": args.min_support} if args.min_support else {}
+        lexicon = LexiconBuilder(seed=args.seed, **params).fit(records).lexicon_
     else:
         from probe.cues import mine_dataset
 
-        lexicon = mine_dataset(
-            args.dataset, args.format, view=args.view, min_count=args.min_support
-        )
+        params = {"min_count": args.min_support} if args.min_support else {}
+        lexicon = mine_dataset(args.dataset, args.format, view=args.view, **params)
     lexicon.to_json(out)
     lexicon.to_csv(out.with_suffix(".csv"))
     print(
