@@ -17,9 +17,12 @@ import torch
 import probe
 from probe.attack import OneWordAttack, write_flip_rates
 from probe.attribution import get_attributor
+from probe.attribution.image import attribute_images
 from probe.cues import DataCueMiner
 from probe.data import Prompt, balanced_head, load_prompts
 from probe.demo import TRIGGERS, demo_prompts, demo_training_prompts, ensure_demo_model
+from probe.demo_vlm import TRIGGERS as VLM_TRIGGERS
+from probe.demo_vlm import demo_vlm_prompts, demo_vlm_training_prompts, ensure_demo_vlm_model
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
 from probe.lexicon import LexiconBuilder
@@ -29,6 +32,7 @@ from probe.nlp import word_normaliser
 from probe.report import render_report, write_jsonl, write_lexicon, write_summary
 from probe.resources import lexicon_path
 from probe.subject import Subject
+from probe.vision import VisionSubject, attach_images, load_subject_any
 
 
 @dataclass
@@ -52,10 +56,13 @@ class AuditConfig:
     top_k_triggers: int = 5
     min_support: int = 3
     data_cues: str | None = None
+    threads: int | None = None
 
 
 def load_subject(config: AuditConfig) -> Subject:
-    """The model named by ``config.model``: the built-in demo, a folder, a GGUF file or a hub id."""
+    """The model named by ``config.model``: a built-in demo, a folder, a GGUF file or a hub id.
+
+    A folder whose config has a vision part loads as a ``VisionSubject``."""
     template = None
     if config.chat_template:
         path = Path(config.chat_template)
@@ -65,7 +72,9 @@ def load_subject(config: AuditConfig) -> Subject:
     source: str | Path = config.model
     if config.model == "demo":
         source = ensure_demo_model(config.seed)
-    return Subject.load(
+    elif config.model == "demo-vlm":
+        source = ensure_demo_vlm_model(config.seed)
+    return load_subject_any(
         source,
         gguf_file=config.gguf_file,
         device=config.device,
@@ -73,14 +82,18 @@ def load_subject(config: AuditConfig) -> Subject:
         chat_template=template,
         trust_remote_code=config.trust_remote_code,
         batch_size=config.batch_size,
+        threads=config.threads,
     )
 
 
 def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
     if config.prompts is None:
-        if config.model != "demo":
+        if config.model not in ("demo", "demo-vlm"):
             raise ProbeError("--prompts FILE is required for a model other than the demo")
-        prompts = demo_prompts(config.seed)
+        if config.model == "demo-vlm":
+            prompts = demo_vlm_prompts(config.seed)
+        else:
+            prompts = demo_prompts(config.seed)
     else:
         prompts = load_prompts(config.prompts, config.format)
     if config.max_prompts is not None:
@@ -88,6 +101,11 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
             raise ProbeError("--max-prompts must be at least 1")
         prompts = balanced_head(prompts, config.max_prompts)
     return prompts
+
+
+def prepare_prompts(subject: Subject, prompts: list[Prompt]) -> list[Prompt]:
+    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images."""
+    return attach_images(prompts) if isinstance(subject, VisionSubject) else prompts
 
 
 def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
@@ -101,8 +119,11 @@ def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
         if not path.is_file() and not path.suffix:
             path = lexicon_path(f"{config.data_cues}.json")
         return TriggerLexicon.from_json(path)
-    if config.model == "demo":
-        train = demo_training_prompts(config.seed)
+    if config.model in ("demo", "demo-vlm"):
+        if config.model == "demo-vlm":
+            train = demo_vlm_training_prompts(config.seed)
+        else:
+            train = demo_training_prompts(config.seed)
         miner = DataCueMiner(view="any").fit([p.prompt for p in train], [p.label for p in train])
         return miner.lexicon_
     return None
@@ -110,6 +131,21 @@ def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
 
 def _rate(flags: list[bool]) -> float | None:
     return float(np.mean(flags)) if flags else None
+
+
+def _reliance_metrics(prompts, attributions, refused: dict[str, bool]) -> dict:
+    """Mean text-vs-image reliance share (``probe.attribution.image``) over image prompts."""
+    label = {p.id: p.label for p in prompts}
+    shares = {
+        a.id: a.extra["text_reliance"]
+        for a in attributions
+        if a.extra.get("text_reliance") is not None
+    }
+    refused_harmful = [s for i, s in shares.items() if label[i] == "harmful" and refused[i]]
+    return {
+        "text_reliance_refused_harmful": _rate(refused_harmful),
+        "text_reliance_all_images": _rate(list(shares.values())),
+    }
 
 
 def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
@@ -137,6 +173,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
     }
     if config.model == "demo":
         summary["ground_truth_triggers"] = TRIGGERS
+    elif config.model == "demo-vlm":
+        summary["ground_truth_triggers"] = VLM_TRIGGERS
     write_summary(run_dir, summary)
 
     def finish_stage(name: str, started: float) -> None:
@@ -148,6 +186,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         started = time.perf_counter()
         subject = load_subject(config)
         summary["model_path"] = subject.name
+        prompts = prepare_prompts(subject, prompts)
         finish_stage("load", started)
 
         started = time.perf_counter()
@@ -180,6 +219,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
 
         started = time.perf_counter()
         attributions = get_attributor(config.method).attribute(subject, prompts, progress=progress)
+        if isinstance(subject, VisionSubject):
+            attribute_images(subject, prompts, attributions, n_steps=8, progress=progress)
         write_jsonl(run_dir / "attributions.jsonl", (a.to_record() for a in attributions))
         finish_stage("attribute", started)
 
@@ -226,6 +267,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
             "queries_per_success": attack.queries_per_success,
             "margin_judge_agreement": calibration.agreement_final,
         }
+        if isinstance(subject, VisionSubject):
+            summary["metrics"].update(_reliance_metrics(prompts, attributions, refused))
         summary["notes"] = attack.notes
         summary["status"] = "complete"
         write_summary(run_dir, summary)

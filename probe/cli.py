@@ -23,7 +23,7 @@ def _model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> 
         "--model",
         required=model_required,
         default=None if model_required else "demo",
-        help="'demo', a local folder, a .gguf file or a hub id (default: demo)",
+        help="'demo', 'demo-vlm', a local folder, a .gguf file or a hub id (default: demo)",
     )
     parser.add_argument("--gguf-file", help="GGUF file name inside --model's folder")
     parser.add_argument("--chat-template", help="Jinja chat template file for models without one")
@@ -35,6 +35,9 @@ def _model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> 
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: 1 for tiny models, else all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-new-tokens",
@@ -110,7 +113,7 @@ def _config(args: argparse.Namespace):
 
 
 def _positive(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "max_new_tokens", "max_prompts", "min_support"):
+    for name in ("batch_size", "max_new_tokens", "max_prompts", "min_support", "threads"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ProbeError(f"--{name.replace('_', '-')} must be at least 1")
@@ -125,12 +128,13 @@ def _cmd_audit(args: argparse.Namespace) -> None:
 
 def _subject_and_prompts(args: argparse.Namespace):
     from probe.attribution import get_attributor
-    from probe.audit import load_audit_prompts, load_subject
+    from probe.audit import load_audit_prompts, load_subject, prepare_prompts
 
     config = _config(args)
     attributor = get_attributor(config.method)
     prompts = load_audit_prompts(config)
-    return load_subject(config), prompts, attributor
+    subject = load_subject(config)
+    return subject, prepare_prompts(subject, prompts), attributor
 
 
 def _cmd_attribute(args: argparse.Namespace) -> None:

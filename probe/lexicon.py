@@ -14,6 +14,7 @@ Content words (``probe.nlp.is_content_word``: nouns, numbers and unknown jargon,
 the lead position where imperatives like "Share" are mis-tagged as nouns) carry what the request is
 about: "bomb" pushing toward refusal is the model working, not a shortcut. They stay in the
 table with ``role="content"`` but rank after the ``role="trigger"`` words of their direction.
+Without NLTK data, the prompt labels stand in (see ``_role``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import numpy as np
 
 from probe.attribution.base import WordAttribution
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
-from probe.nlp import is_content_word, stopword_set, universal_tags, word_normaliser
+from probe.nlp import (
+    has_tagger,
+    has_wordnet,
+    is_content_word,
+    stopword_set,
+    universal_tags,
+    word_normaliser,
+)
 from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
 
 
@@ -59,6 +67,8 @@ class LexiconBuilder:
         per_word: dict[str, list[float]] = defaultdict(list)
         lead_values: dict[str, list[float]] = defaultdict(list)
         content_votes: dict[str, list[bool]] = defaultdict(list)
+        labels_seen: dict[str, set[str | None]] = defaultdict(set)
+        word_data = has_tagger() or has_wordnet()
         for record in attributions:
             in_prompt: dict[str, float] = defaultdict(float)
             lead_key = None
@@ -73,10 +83,12 @@ class LexiconBuilder:
                 in_prompt[key] += score
                 if position == lead_index:
                     lead_key = key
-                elif tags is not None:
-                    content_votes[key].append(is_content_word(word, tags[position]))
+                elif self.separate_content:
+                    tag = tags[position] if tags is not None else None
+                    content_votes[key].append(is_content_word(word, tag))
             for key, value in in_prompt.items():
                 per_word[key].append(value)
+                labels_seen[key].add(record.label)
                 if key == lead_key:
                     lead_values[key].append(value)
         self.word_scores_ = {k: np.asarray(v) for k, v in per_word.items()}
@@ -113,7 +125,11 @@ class LexiconBuilder:
                     q_value=float(q),
                     consistency=consistency,
                     extra={
-                        "role": _role(content_votes.get(word, [])),
+                        "role": _role(
+                            content_votes.get(word, []), labels_seen[word], effect, word_data
+                        )
+                        if self.separate_content
+                        else "trigger",
                         "lead_share": len(lead) / support,
                         "effect_lead": lead_mean,
                         "effect_elsewhere": rest_mean,
@@ -139,9 +155,21 @@ def _first_word_index(words: Sequence[str]) -> int:
     return next((i for i, w in enumerate(words) if any(ch.isalnum() for ch in w)), -1)
 
 
-def _role(content_votes: list[bool]) -> str:
-    """ "content" when the word is mostly tagged as a noun/number outside the lead position."""
-    return "content" if content_votes and sum(content_votes) * 2 > len(content_votes) else "trigger"
+def _role(content_votes: list[bool], labels: set, effect: float, word_data: bool) -> str:
+    """Whether a word is "content" (what requests are about) or a "trigger" candidate.
+
+    With NLTK data: content when the word is mostly a content word (``is_content_word``)
+    outside the lead position. Without it, the prompt labels stand in: a word that occurs
+    under one label only and pushes the way that label warrants (toward refusal in harmful
+    prompts only, toward compliance in benign ones only) shows no shortcut evidence and is
+    treated as content. That misses a real trigger that only ever occurs in harmful prompts;
+    installing the NLTK data avoids it.
+    """
+    if word_data:
+        mostly_content = content_votes and sum(content_votes) * 2 > len(content_votes)
+        return "content" if mostly_content else "trigger"
+    warranted = {"harmful"} if effect > 0 else {"benign"}
+    return "content" if labels == warranted else "trigger"
 
 
 def _rank_key(entry: LexiconEntry) -> tuple:
