@@ -89,3 +89,16 @@ def test_compare_lexicons_by_hand():
     data.entries.append(_entry("please", 0.5))
     # share (3, 5), please (1, 0.5), what (-2, -6): same order on both sides -> rho = 1
     assert compare_lexicons(model, data, k=2)["rank_correlation"] == pytest.approx(1.0)
+
+
+def test_without_nltk_data_labels_keep_content_words_apart(demo_attributions, monkeypatch):
+    import probe.lexicon as lexicon_module
+
+    monkeypatch.setattr(lexicon_module, "has_tagger", lambda: False)
+    monkeypatch.setattr(lexicon_module, "has_wordnet", lambda: False)
+    monkeypatch.setattr(lexicon_module, "universal_tags", lambda words: None)
+    monkeypatch.setattr(lexicon_module, "is_content_word", lambda word, tag: False)
+    lexicon = LexiconBuilder(seed=0, lemmatize=False).fit(demo_attributions).lexicon_
+    for direction, word in TRIGGERS.items():
+        assert lexicon.ranked(direction)[0].word == word
+    assert lexicon.get("bomb").extra["role"] == "content"  # harmful prompts only, refusal
