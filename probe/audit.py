@@ -103,9 +103,22 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
     return prompts
 
 
-def prepare_prompts(subject: Subject, prompts: list[Prompt]) -> list[Prompt]:
-    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images."""
-    return attach_images(prompts) if isinstance(subject, VisionSubject) else prompts
+def prepare_prompts(
+    subject: Subject, prompts: list[Prompt], method: str | None = None
+) -> list[Prompt]:
+    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images.
+
+    With ``method``, also checks that the attribution method can handle image prompts.
+    """
+    if not isinstance(subject, VisionSubject):
+        return prompts
+    if method is not None and any(p.image is not None for p in prompts):
+        if not get_attributor(method).supports_images:
+            raise ProbeError(
+                f"method {method!r} does not support prompts with images yet; use occlusion, "
+                "occlusion-baseline, leave-one-out, shapley or lime"
+            )
+    return attach_images(prompts)
 
 
 def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
@@ -186,7 +199,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         started = time.perf_counter()
         subject = load_subject(config)
         summary["model_path"] = subject.name
-        prompts = prepare_prompts(subject, prompts)
+        prompts = prepare_prompts(subject, prompts, config.method)
         finish_stage("load", started)
 
         started = time.perf_counter()

@@ -134,7 +134,7 @@ def _subject_and_prompts(args: argparse.Namespace):
     attributor = get_attributor(config.method)
     prompts = load_audit_prompts(config)
     subject = load_subject(config)
-    return subject, prepare_prompts(subject, prompts), attributor
+    return subject, prepare_prompts(subject, prompts, config.method), attributor
 
 
 def _cmd_attribute(args: argparse.Namespace) -> None:

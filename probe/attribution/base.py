@@ -148,9 +148,14 @@ def make_attribution(
 
 
 class Attributor(ABC):
-    """A word-attribution method targeting the decision margin."""
+    """A word-attribution method targeting the decision margin.
+
+    ``supports_images``: whether the method works on a VLM prompt that carries an image
+    (methods that only edit token sequences do; embedding-gradient methods do not yet).
+    """
 
     name: str = ""
+    supports_images: bool = True
 
     @abstractmethod
     def attribute(

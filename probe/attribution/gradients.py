@@ -32,6 +32,7 @@ class GradientXInput(Attributor):
     """Gradient of the margin w.r.t. each input embedding, dotted with that embedding."""
 
     name = "gradient-x-input"
+    supports_images = False
 
     def attribute(
         self, subject: Subject, prompts: Sequence[Prompt], *, progress: bool = False
@@ -69,6 +70,7 @@ class IntegratedGradients(Attributor):
     """
 
     name = "integrated-gradients"
+    supports_images = False
 
     def __init__(
         self, n_steps: int = 50, method: str = "gausslegendre", baseline_token: str | None = None

@@ -40,6 +40,7 @@ class CaptumAblation(Attributor):
     """
 
     name = "captum-ablation"
+    supports_images = False
 
     def __init__(self, forward_in_tokens: bool = False) -> None:
         self.forward_in_tokens = forward_in_tokens

@@ -1,0 +1,484 @@
+"""VisionSubject: a vision-language model (LLaVA family and others) behind the Subject interface.
+
+Every stage of probe passes prompts around as strings and token sequences as lists of ids. A
+VLM prompt also has an image, so both carry it:
+
+- a prompt with an image is an ``ImagePrompt``: a ``str`` that remembers its image path and
+  keeps it through slicing and concatenation, so a one-word edit of it (``text[:a] + new +
+  text[b:]``) is still a prompt about the same image;
+- in a token sequence, each image placeholder token is replaced by a *keyed image id*
+  ``IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + j`` (image ``key``, its ``j``-th feature). Image
+  tokens are never words, so occlusion, sampling and attack variants copy them unchanged; two
+  sequences share a prefix only if they show the same image, so KV-cache prefix sharing stays
+  correct. The forward pass embeds text tokens as usual and puts the image's features (computed
+  once per image by the vision tower + projector) at the keyed positions.
+
+The language model then runs on ``inputs_embeds`` exactly as the VLM does after merging its
+image features, which is what the tests check against the model's own ``pixel_values`` path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probe.data import Prompt
+from probe.errors import ProbeError
+from probe.margin import MarginConfig
+from probe.subject import (
+    EncodedPrompt,
+    Subject,
+    _looks_like_path,
+    resolve_dtype,
+    set_cpu_threads,
+)
+from probe.words import align_tokens, split_words
+
+IMAGE_ID_BASE = 1 << 40
+IMAGE_ID_STRIDE = 1 << 20
+_SENTINEL = "PROBE7f3aSENTINEL"
+
+
+class ImagePrompt(str):
+    """Prompt text that carries its image; slices and concatenations keep the image."""
+
+    image: Path | None
+
+    def __new__(cls, text: str, image: str | Path | None = None) -> ImagePrompt:
+        obj = super().__new__(cls, text)
+        obj.image = Path(image) if image is not None else None
+        return obj
+
+    def _wrap(self, text: str) -> ImagePrompt:
+        return ImagePrompt(text, self.image)
+
+    def __getitem__(self, key):
+        return self._wrap(str.__getitem__(self, key))
+
+    def __add__(self, other: str) -> ImagePrompt:
+        return self._wrap(str.__add__(self, other))
+
+    def __radd__(self, other: str) -> ImagePrompt:
+        return self._wrap(str(other) + str(self))
+
+    def strip(self, chars=None):
+        return self._wrap(str.strip(self, chars))
+
+    def lstrip(self, chars=None):
+        return self._wrap(str.lstrip(self, chars))
+
+    def rstrip(self, chars=None):
+        return self._wrap(str.rstrip(self, chars))
+
+    def replace(self, old, new, count=-1):
+        return self._wrap(str.replace(self, old, new, count))
+
+    def __reduce__(self):
+        return (ImagePrompt, (str(self), self.image))
+
+
+def image_of(prompt) -> Path | None:
+    return getattr(prompt, "image", None)
+
+
+def open_image(path: Path, prompt_id: str | None = None):
+    """The image as RGB; a missing or unreadable file is a ProbeError naming the prompt."""
+    from PIL import Image, UnidentifiedImageError
+
+    who = f"prompt {prompt_id}: " if prompt_id else ""
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError(f"{who}image not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ProbeError(f"{who}cannot read image {path}: {type(exc).__name__}") from None
+
+
+def attach_images(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """Prompts whose text carries their image (``ImagePrompt``); every image is checked now."""
+    out = []
+    for p in prompts:
+        if p.image is None:
+            out.append(p)
+            continue
+        open_image(p.image, p.id)
+        out.append(dataclasses.replace(p, prompt=ImagePrompt(str(p.prompt), p.image)))
+    return out
+
+
+def is_vision_model(path: str | Path) -> bool:
+    """Does the saved model folder hold a vision-language model (its config has a vision part)?"""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "vision_config" in data
+
+
+def load_subject_any(model_id: str | Path, **kwargs) -> Subject:
+    """``VisionSubject.load`` for a VLM folder, ``Subject.load`` for anything else."""
+    if is_vision_model(model_id):
+        kwargs.pop("gguf_file", None)
+        return VisionSubject.load(model_id, **kwargs)
+    return Subject.load(model_id, **kwargs)
+
+
+class VisionSubject(Subject):
+    """A VLM + its processor, scored by the decision margin; images held fixed per prompt."""
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        margin: MarginConfig | None = None,
+        chat_template: str | None = None,
+        batch_size: int = 16,
+        name: str = "",
+    ) -> None:
+        if chat_template is not None:
+            processor.chat_template = chat_template
+        template = getattr(processor, "chat_template", None)
+        super().__init__(
+            model,
+            processor.tokenizer,
+            margin=margin,
+            chat_template=template,
+            batch_size=batch_size,
+            name=name,
+        )
+        self.processor = processor
+        config = model.config
+        token_id = getattr(config, "image_token_id", None)
+        if token_id is None:
+            token_id = getattr(config, "image_token_index", None)
+        if token_id is None:
+            token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.image_token_id = int(token_id)
+        self._features: dict[int, torch.Tensor] = {}  # key -> (n_image_tokens, hidden)
+        self._pixels: dict[int, dict] = {}  # key -> processor image inputs (pixel_values, ...)
+        self._keys: dict[str, int] = {}  # resolved image path -> key
+        self._next_key = 0
+
+    @classmethod
+    def load(
+        cls,
+        model_id: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        chat_template: str | None = None,
+        trust_remote_code: bool = False,
+        batch_size: int = 16,
+        margin: MarginConfig | None = None,
+        threads: int | None = None,
+    ) -> VisionSubject:
+        """Load a VLM folder or hub id through AutoProcessor + AutoModelForImageTextToText."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model_id = str(model_id)
+        path = Path(model_id)
+        if not path.exists() and _looks_like_path(model_id):
+            raise ProbeError(f"model folder not found: {model_id}")
+        kwargs = {"trust_remote_code": trust_remote_code}
+        try:
+            processor = AutoProcessor.from_pretrained(model_id, **kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=resolve_dtype(dtype), **kwargs
+            )
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ProbeError(f"cannot load model {model_id!r}: {first}") from None
+        if not hasattr(processor, "tokenizer"):
+            raise ProbeError(f"{model_id}: the processor has no tokenizer")
+        try:
+            model.to(device)
+        except (RuntimeError, AssertionError) as exc:
+            raise ProbeError(f"cannot use device {device!r}: {exc}") from None
+        set_cpu_threads(model, threads)
+        return cls(
+            model,
+            processor,
+            chat_template=chat_template,
+            batch_size=batch_size,
+            name=model_id,
+            margin=margin,
+        )
+
+    # ---------------------------------------------------------------- encoding
+    def chat_text(self, prompt: str) -> str:
+        content = [{"type": "image"}] if image_of(prompt) is not None else []
+        content.append({"type": "text", "text": str(prompt)})
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def _prompt_start(self, text: str, prompt: str) -> int:
+        rendered = self.chat_text(ImagePrompt(_SENTINEL, image_of(prompt)))
+        at = rendered.find(_SENTINEL)
+        if at >= 0 and rendered.count(_SENTINEL) == 1:
+            prefix, suffix = rendered[:at], rendered[at + len(_SENTINEL) :]
+            if text == prefix + prompt + suffix:
+                return len(prefix)
+        start = text.rfind(str(prompt))
+        if start < 0:
+            raise ProbeError("the chat template rewrites the prompt text; cannot align words")
+        return start
+
+    def encode(self, prompt: str) -> EncodedPrompt:
+        """Chat-format ``prompt`` (with its image, if any) and map its tokens to its words.
+
+        The text is tokenized unexpanded (one image placeholder) for word offsets; the processor
+        then expands the placeholder into the image's tokens, which become keyed image ids.
+        """
+        image = image_of(prompt)
+        text = self.chat_text(prompt)
+        start = self._prompt_start(text, prompt)
+        plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        words = split_words(str(prompt))
+        owner = align_tokens(plain["offset_mapping"], words, start)
+        ids = list(plain["input_ids"])
+        if image is not None:
+            ids, owner = self._expand_image(text, image, ids, owner)
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if limit and len(ids) > limit:
+            raise ProbeError(f"prompt is {len(ids)} tokens, longer than the model's {limit}")
+        return EncodedPrompt(str(prompt), text, tuple(ids), tuple(words), tuple(owner))
+
+    def _expand_image(
+        self, text: str, image: Path, ids: list[int], owner: list[int]
+    ) -> tuple[list[int], list[int]]:
+        places = [i for i, t in enumerate(ids) if t == self.image_token_id]
+        if len(places) != 1:
+            raise ProbeError(
+                f"the chat template renders {len(places)} image placeholders; expected one"
+            )
+        at = places[0]
+        key, inputs = self._image_key(image)
+        expanded = self.processor(
+            text=text, images=open_image(image), add_special_tokens=False, return_tensors="pt"
+        )["input_ids"][0].tolist()
+        tail = len(ids) - at - 1
+        grown = len(expanded) - len(ids)
+        if expanded[:at] != ids[:at] or (tail and expanded[-tail:] != ids[-tail:]) or grown < 0:
+            raise ProbeError("the processor changes text around the image; cannot align words")
+        keyed = []
+        j = 0
+        for token in expanded[at : at + grown + 1]:
+            if token == self.image_token_id:
+                keyed.append(IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + j)
+                j += 1
+            else:
+                keyed.append(token)
+        if j != self._features[key].shape[0]:
+            raise ProbeError(
+                f"image {image}: {j} image tokens but {self._features[key].shape[0]} features"
+            )
+        return (
+            ids[:at] + keyed + ids[at + 1 :],
+            owner[:at] + [-1] * (grown + 1) + owner[at + 1 :],
+        )
+
+    def _image_key(self, image: Path) -> tuple[int, dict]:
+        """The key of an image (its features computed and cached on first use)."""
+        name = str(Path(image).resolve())
+        if name not in self._keys:
+            inputs = self.image_inputs(open_image(image))
+            self._keys[name] = self.register_image_inputs(inputs)
+        key = self._keys[name]
+        return key, self._pixels[key]
+
+    def image_inputs(self, image) -> dict:
+        """The processor's image tensors for one PIL image (pixel_values and friends)."""
+        processed = self.processor.image_processor(images=image, return_tensors="pt")
+        return {k: v for k, v in processed.items() if isinstance(v, torch.Tensor)}
+
+    @torch.no_grad()
+    def register_image_inputs(self, inputs: dict) -> int:
+        """Compute the features of one image's processor inputs; returns its new key."""
+        key = self._next_key
+        self._next_key += 1
+        self._features[key] = self.image_features(inputs)[0]
+        self._pixels[key] = inputs
+        return key
+
+    def forget_image(self, key: int) -> None:
+        self._features.pop(key, None)
+        self._pixels.pop(key, None)
+
+    def image_features(self, inputs: dict) -> torch.Tensor:
+        """(batch, n_image_tokens, hidden) features of a batch of images (differentiable).
+
+        ``inputs["pixel_values"]`` holds one image per batch row.
+        """
+        moved = {k: v.to(self.device) for k, v in inputs.items()}
+        if moved["pixel_values"].is_floating_point():
+            moved["pixel_values"] = moved["pixel_values"].to(self.model.dtype)
+        batch = moved["pixel_values"].shape[0]
+        out = self.model.get_image_features(**moved)
+        feats = getattr(out, "pooler_output", out)
+        if isinstance(feats, list | tuple):
+            feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in feats])
+        return feats.reshape(batch, -1, feats.shape[-1])
+
+    @staticmethod
+    def image_key_of(ids: Sequence[int]) -> int | None:
+        """The image key a token sequence shows (None: text only)."""
+        for t in ids:
+            if t >= IMAGE_ID_BASE:
+                return (t - IMAGE_ID_BASE) // IMAGE_ID_STRIDE
+        return None
+
+    @staticmethod
+    def with_image_key(ids: Sequence[int], key: int) -> list[int]:
+        """The sequence with its image ids pointing at image ``key`` instead."""
+        return [
+            IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + (t - IMAGE_ID_BASE) % IMAGE_ID_STRIDE
+            if t >= IMAGE_ID_BASE
+            else t
+            for t in ids
+        ]
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, ids: torch.Tensor, features: dict[int, torch.Tensor] | None = None):
+        """Input embeddings of keyed token ids; image ids take their image's features.
+
+        ``features`` overrides (or adds) the features of some keys (e.g. differentiable ones).
+        """
+        is_image = ids >= IMAGE_ID_BASE
+        plain = torch.where(is_image, torch.full_like(ids, self.image_token_id), ids)
+        embeds = self.model.get_input_embeddings()(plain)
+        if not bool(is_image.any()):
+            return embeds
+        codes = ids[is_image] - IMAGE_ID_BASE
+        keys, index = codes // IMAGE_ID_STRIDE, codes % IMAGE_ID_STRIDE
+        values = torch.empty(
+            (codes.shape[0], embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device
+        )
+        pieces = []
+        for key in keys.unique().tolist():
+            table = (features or {}).get(key)
+            if table is None:
+                table = self._features.get(key)
+            if table is None:
+                raise ProbeError(f"unknown image key {key} (image features were forgotten)")
+            pick = keys == key
+            pieces.append((pick, table.to(embeds.dtype)[index[pick]]))
+        if any(t.requires_grad for _, t in pieces):
+            values = torch.zeros_like(values)
+            for pick, rows in pieces:
+                values = values.index_put((pick.nonzero()[:, 0],), rows)
+        else:
+            for pick, rows in pieces:
+                values[pick] = rows
+        return embeds.masked_scatter(is_image[..., None], values)
+
+    def _forward(self, **inputs):
+        ids = inputs.get("input_ids")
+        if ids is not None and bool((ids >= IMAGE_ID_BASE).any()):
+            inputs["inputs_embeds"] = self.embed(inputs.pop("input_ids"))
+        return self.model(**inputs)
+
+    # -------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy responses (image features in place), batched with left padding."""
+        responses: list[str] = []
+        for begin in range(0, len(prompts), self.batch_size):
+            chunk = [self.encode(p).input_ids for p in prompts[begin : begin + self.batch_size]]
+            width = max(len(c) for c in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, row in enumerate(chunk):
+                ids[i, width - len(row) :] = torch.tensor(row)
+                mask[i, width - len(row) :] = 1
+            responses += self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens)
+        return [r.strip() for r in responses]
+
+    def _greedy(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[str]:
+        """Greedy decoding with a KV cache on keyed ids (left-padded rows)."""
+        from transformers import DynamicCache
+
+        eos = self.tokenizer.eos_token_id
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        embeds = self.embed(ids)
+        out_tokens = []
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            logits = self.model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kwarg(): cache},
+            ).logits[:, -1]
+            token = logits.argmax(-1)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            out_tokens.append(token)
+            if eos is not None:
+                done |= token == eos
+            if bool(done.all()):
+                break
+            embeds = self.model.get_input_embeddings()(token[:, None])
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            positions = positions[:, -1:] + 1
+        if not out_tokens:
+            return [""] * ids.shape[0]
+        generated = torch.stack(out_tokens, 1).tolist()
+        texts = []
+        for row in generated:
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        return texts
+
+    # ------------------------------------------------------- image-region margins
+    @torch.no_grad()
+    def image_margins(
+        self, ids: Sequence[int], pixel_batch: dict, config: MarginConfig | None = None
+    ) -> np.ndarray:
+        """Margins of one token sequence shown each image of ``pixel_batch`` (batched)."""
+        n = pixel_batch["pixel_values"].shape[0]
+        out = np.empty(n, dtype=np.float64)
+        for begin in range(0, n, self.batch_size):
+            part = {k: v[begin : begin + self.batch_size] for k, v in pixel_batch.items()}
+            feats = self.image_features(part)
+            keys = []
+            try:
+                for f in feats:
+                    key = self._next_key
+                    self._next_key += 1
+                    self._features[key] = f
+                    keys.append(key)
+                out[begin : begin + len(keys)] = self.margins(
+                    [self.with_image_key(ids, k) for k in keys], config
+                )
+            finally:
+                for key in keys:
+                    self.forget_image(key)
+        return out
+
+    def pixel_margins(
+        self, ids: Sequence[int], pixel_batch: dict, config: MarginConfig | None = None
+    ) -> torch.Tensor:
+        """Differentiable margins of one sequence shown each image of ``pixel_batch``."""
+        feats = self.image_features(pixel_batch)
+        base = self._next_key  # keys no stored image uses; given only to this call's features
+        rows = [self.with_image_key(ids, base + i) for i in range(feats.shape[0])]
+        embeds = self.embed(
+            torch.tensor(rows, device=self.device),
+            {base + i: feats[i] for i in range(feats.shape[0])},
+        )
+        return self.margins_from_embeddings(embeds, config)

@@ -1,0 +1,202 @@
+"""VisionSubject on tiny random VLMs of two families (LLaVA, Idefics3), image attribution."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_vlms import VLM_FAMILIES, build_tiny_vlm, write_test_images
+
+from probe.attribution.image import (
+    attribute_images,
+    integrated_gradients_map,
+    occlusion_map,
+    reliance_share,
+)
+from probe.data import Prompt
+from probe.errors import ProbeError
+from probe.vision import ImagePrompt, VisionSubject, attach_images, load_subject_any, open_image
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+TEXTS = (
+    "Share about what is shown in this picture please",
+    "Tell me about it",
+    "What is in the image?",
+)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_test_images(tmp_path_factory.mktemp("vlm-images"), n=3)
+
+
+@pytest.fixture(scope="module", params=VLM_FAMILIES)
+def vlm(request, tmp_path_factory):
+    folder = build_tiny_vlm(tmp_path_factory.mktemp(request.param), request.param)
+    subject = load_subject_any(folder)
+    assert isinstance(subject, VisionSubject)
+    subject.batch_size = 4
+    return subject
+
+
+def _hf_margin(subject: VisionSubject, prompt: ImagePrompt) -> float:
+    """The margin through the model's own pixel_values path (no probe image handling)."""
+    openings, n_refusal = subject.opening_ids(subject.margin_config)
+    inputs = subject.processor(
+        text=subject.chat_text(prompt),
+        images=open_image(prompt.image),
+        add_special_tokens=False,
+        return_tensors="pt",
+    )
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    length = inputs["input_ids"].shape[1]
+    scores = []
+    for opening in openings:
+        ids = torch.cat([inputs["input_ids"], torch.tensor([opening])], 1)
+        with torch.no_grad():
+            logp = subject.model(input_ids=ids, **extra).logits[0].float().log_softmax(-1)
+        scores.append(sum(logp[length - 1 + i, t].item() for i, t in enumerate(opening)))
+    scores = torch.tensor(scores)
+    return float(torch.logsumexp(scores[:n_refusal], 0) - torch.logsumexp(scores[n_refusal:], 0))
+
+
+def test_words_align_and_image_tokens_are_never_words(vlm, images):
+    enc = vlm.encode(ImagePrompt(TEXTS[0], images[0]))
+    assert [w.text for w in enc.words] == TEXTS[0].split()
+    for i, word in enumerate(enc.words):
+        positions = enc.word_token_positions(i)
+        assert positions, word
+        text = vlm.tokenizer.decode([enc.input_ids[p] for p in positions])
+        assert text.replace(" ", "").lower() == word.text.lower()
+    image_positions = [i for i, t in enumerate(enc.input_ids) if t >= 1 << 40]
+    assert image_positions
+    assert all(enc.token_word[i] == -1 for i in image_positions)
+
+
+def test_margins_match_the_models_own_pixel_path(vlm, images):
+    prompts = [ImagePrompt(t, images[i]) for i, t in enumerate(TEXTS)]
+    ours = vlm.prompt_margins(prompts)
+    reference = [_hf_margin(vlm, p) for p in prompts]
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_batched_equals_unbatched_margins(vlm, images):
+    prompts = [ImagePrompt(t, images[i % 3]) for i, t in enumerate(TEXTS * 2)]
+    prompts.append("Tell me about it")  # text only, no image
+    batched = vlm.prompt_margins(prompts)
+    single = np.array([vlm.prompt_margins([p])[0] for p in prompts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    enc = vlm.encode(prompts[0])
+    variants = [list(enc.input_ids)] + [enc.without_words({i}) for i in range(len(enc.words))]
+    np.testing.assert_allclose(
+        vlm.shared_prefix_margins(enc.input_ids, variants), vlm.margins(variants), atol=1e-4
+    )
+
+
+def test_text_only_prompt_has_no_image_tokens(vlm):
+    enc = vlm.encode("Tell me about it")
+    assert all(t < 1 << 40 for t in enc.input_ids)
+    assert np.isfinite(vlm.prompt_margins(["Tell me about it"])[0])
+
+
+def test_edits_keep_the_image():
+    prompt = ImagePrompt("Tell about this photo", "/x.png")
+    variant = prompt[:0] + "Share" + prompt[4:]
+    assert isinstance(variant, ImagePrompt) and str(variant) == "Share about this photo"
+    assert variant.image == prompt.image
+
+
+def test_generate_batched_equals_single(vlm, images):
+    prompts = [ImagePrompt(t, images[i]) for i, t in enumerate(TEXTS)]
+    assert vlm.generate(prompts, 6) == [vlm.generate([p], 6)[0] for p in prompts]
+
+
+def test_occlusion_map_equals_brute_force_loop(vlm, images):
+    prompt = ImagePrompt(TEXTS[0], images[1])
+    ids = vlm.encode(prompt).input_ids
+    heat, base = occlusion_map(vlm, ids, patch=8)
+    assert heat.shape == (4, 4)
+    assert base == pytest.approx(_hf_margin(vlm, prompt), abs=1e-4)
+    # brute force: one occluded image at a time through the model's own pixel path
+    inputs = vlm.processor(
+        text=vlm.chat_text(prompt),
+        images=open_image(prompt.image),
+        add_special_tokens=False,
+        return_tensors="pt",
+    )
+    openings, n_refusal = vlm.opening_ids(vlm.margin_config)
+    length = inputs["input_ids"].shape[1]
+    for r in range(4):
+        for c in range(4):
+            pixels = inputs["pixel_values"].clone()
+            pixels[..., r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] = 0.0
+            extra = {
+                k: v
+                for k, v in inputs.items()
+                if k not in ("input_ids", "attention_mask", "pixel_values")
+            }
+            scores = []
+            for opening in openings:
+                ids_t = torch.cat([inputs["input_ids"], torch.tensor([opening])], 1)
+                with torch.no_grad():
+                    logits = vlm.model(input_ids=ids_t, pixel_values=pixels, **extra).logits
+                logp = logits[0].float().log_softmax(-1)
+                scores.append(sum(logp[length - 1 + i, t].item() for i, t in enumerate(opening)))
+            s = torch.tensor(scores)
+            margin = float(torch.logsumexp(s[:n_refusal], 0) - torch.logsumexp(s[n_refusal:], 0))
+            assert heat[r, c] == pytest.approx(base - margin, abs=1e-4)
+
+
+def test_integrated_gradients_completeness(vlm, images):
+    ids = vlm.encode(ImagePrompt(TEXTS[1], images[2])).input_ids
+    heat = integrated_gradients_map(vlm, ids, patch=8, n_steps=32)
+    assert heat.shape == (4, 4)
+    key = vlm.image_key_of(ids)
+    grey = {k: v.clone() for k, v in vlm._pixels[key].items()}
+    grey["pixel_values"] = torch.full_like(grey["pixel_values"], 1e-6)
+    full = vlm.image_margins(ids, vlm._pixels[key])[0] - vlm.image_margins(ids, grey)[0]
+    assert heat.sum() == pytest.approx(full, abs=1e-3 + 0.05 * abs(full))
+
+
+def test_attribute_images_adds_maps_and_reliance(vlm, images, tmp_path):
+    from probe.attribution import get_attributor
+
+    prompts = attach_images(
+        [Prompt(TEXTS[0], "a", "harmful", image=images[0]), Prompt(TEXTS[1], "b", "benign")]
+    )
+    attributions = get_attributor("occlusion").attribute(vlm, prompts)
+    attribute_images(vlm, prompts, attributions)
+    record = json.loads(json.dumps(attributions[0].to_record()))
+    assert np.asarray(record["image_map"]).shape == (4, 4)
+    assert np.asarray(record["image_map_ig"]).shape == (4, 4)
+    assert record["image"] == str(images[0].resolve())
+    assert 0.0 <= record["text_reliance"] <= 1.0
+    assert "image_map" not in attributions[1].to_record()
+
+
+def test_reliance_share_definition():
+    assert reliance_share([1.0, -1.0], np.array([[2.0, 0.0]])) == pytest.approx(0.5)
+    assert reliance_share([0.0], np.zeros((2, 2))) is None
+
+
+def test_missing_and_unreadable_images_name_the_prompt(tmp_path):
+    with pytest.raises(ProbeError, match="prompt p1: image not found"):
+        attach_images([Prompt("Tell me", "p1", image=tmp_path / "nope.png")])
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ProbeError, match="prompt p2: cannot read image"):
+        attach_images([Prompt("Tell me", "p2", image=bad)])
+
+
+def test_bad_image_in_a_prompt_file_is_a_clean_cli_error(tmp_path, capsys):
+    from probe.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "x7", "prompt": "Tell me", "image": "gone.png"}) + "\n")
+    folder = build_tiny_vlm(tmp_path / "m", "llava")
+    code = main(["attribute", "--model", str(folder), "--prompts", str(prompts), "--out", "o"])
+    assert code != 0
+    assert "prompt x7: image not found" in capsys.readouterr().err
