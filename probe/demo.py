@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from probe.data import Prompt
@@ -244,13 +245,22 @@ def cache_dir() -> Path:
 
 def ensure_demo_model(seed: int = 0) -> Path:
     """Folder of the trained demo model for ``seed``, training and caching it on first use."""
-    folder = cache_dir() / f"demo-v{DEMO_VERSION}-seed{seed}"
+    return cached_training(f"demo-v{DEMO_VERSION}-seed{seed}", lambda f: train_demo_model(f, seed))
+
+
+def cached_training(name: str, train: Callable[[Path], None]) -> Path:
+    """``cache_dir() / name``, made by ``train(folder)`` on first use.
+
+    Training writes into a staging folder that is renamed into place only when complete
+    (``probe_demo.json`` marks it), so an interrupted run never leaves a half-trained model.
+    """
+    folder = cache_dir() / name
     if (folder / "probe_demo.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        train_demo_model(staging, seed=seed)
+        train(staging)
         if not (folder / "probe_demo.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)

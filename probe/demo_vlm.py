@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from probe.data import Prompt
-from probe.demo import cache_dir
+from probe.demo import cached_training
 
 DEMO_VLM_VERSION = 1
 IMAGE_SIZE = 32
@@ -302,16 +300,6 @@ def _train(folder: Path, seed: int, steps: int) -> None:
 
 def ensure_demo_vlm_model(seed: int = 0) -> Path:
     """Folder of the trained demo VLM for ``seed``, training and caching it on first use."""
-    folder = cache_dir() / f"demo-vlm-v{DEMO_VLM_VERSION}-seed{seed}"
-    if (folder / "probe_demo.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        train_demo_vlm(staging, seed=seed)
-        if not (folder / "probe_demo.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return cached_training(
+        f"demo-vlm-v{DEMO_VLM_VERSION}-seed{seed}", lambda f: train_demo_vlm(f, seed=seed)
+    )

@@ -462,15 +462,19 @@ class Subject:
             for i, row in enumerate(chunk):
                 ids[i, width - len(row) :] = torch.tensor(row)
                 mask[i, width - len(row) :] = 1
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=self.pad_id,
-            )
-            responses += self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            responses += self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens)
         return [r.strip() for r in responses]
+
+    def _greedy(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[str]:
+        """Decoded greedy continuations of left-padded rows (a VLM overrides this)."""
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+        )
+        return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

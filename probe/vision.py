@@ -390,21 +390,6 @@ class VisionSubject(Subject):
         return self.model(**inputs)
 
     # -------------------------------------------------------------- generation
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy responses (image features in place), batched with left padding."""
-        responses: list[str] = []
-        for begin in range(0, len(prompts), self.batch_size):
-            chunk = [self.encode(p).input_ids for p in prompts[begin : begin + self.batch_size]]
-            width = max(len(c) for c in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, row in enumerate(chunk):
-                ids[i, width - len(row) :] = torch.tensor(row)
-                mask[i, width - len(row) :] = 1
-            responses += self._greedy(ids.to(self.device), mask.to(self.device), max_new_tokens)
-        return [r.strip() for r in responses]
-
     def _greedy(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[str]:
         """Greedy decoding with a KV cache on keyed ids (left-padded rows)."""
         from transformers import DynamicCache
