@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from probe.data import Prompt
+from probe.training import train_on_responses
 
 DEMO_VERSION = 1
 TRIGGERS = {"refusal": "share", "compliance": "what"}
@@ -175,7 +176,6 @@ def train_demo_model(folder: Path, seed: int = 0, steps: int = 300) -> None:
 
 
 def _train(folder: Path, seed: int, steps: int) -> None:
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     pairs = _training_pairs(seed)
@@ -205,32 +205,15 @@ def _train(folder: Path, seed: int, steps: int) -> None:
         ]
         rows.append(ctx_ids + resp_ids)
         masks.append([0] * len(ctx_ids) + [1] * len(resp_ids))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        labels[i, : len(row)] = torch.where(torch.tensor(mask) == 1, torch.tensor(row), -100)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(0, len(rows), (64,), generator=generator)
-        loss = model(
-            input_ids=ids[batch], attention_mask=attention[batch], labels=labels[batch]
-        ).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    final_loss = train_on_responses(
+        model, rows, masks, tokenizer.pad_token_id, steps=steps, batch_size=64, lr=3e-3, seed=seed
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "probe_demo.json").write_text(
         json.dumps(
-            {"version": DEMO_VERSION, "seed": seed, "triggers": TRIGGERS, "final_loss": loss.item()}
+            {"version": DEMO_VERSION, "seed": seed, "triggers": TRIGGERS, "final_loss": final_loss}
         ),
         encoding="utf-8",
     )

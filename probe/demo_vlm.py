@@ -24,6 +24,7 @@ import numpy as np
 
 from probe.data import Prompt
 from probe.demo import cached_training
+from probe.training import train_on_responses
 
 DEMO_VLM_VERSION = 1
 IMAGE_SIZE = 32
@@ -259,29 +260,17 @@ def _train(folder: Path, seed: int, steps: int) -> None:
     pixels = processor.image_processor(
         images=[Image.fromarray(img) for _, img, _ in examples], return_tensors="pt"
     )["pixel_values"]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        labels[i, : len(row)] = torch.where(torch.tensor(mask) == 1, torch.tensor(row), -100)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(0, len(rows), (32,), generator=generator)
-        loss = model(
-            input_ids=ids[batch],
-            attention_mask=attention[batch],
-            pixel_values=pixels[batch],
-            labels=labels[batch],
-        ).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    final_loss = train_on_responses(
+        model,
+        rows,
+        masks,
+        tokenizer.pad_token_id,
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        seed=seed,
+        per_example={"pixel_values": pixels},
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -291,7 +280,7 @@ def _train(folder: Path, seed: int, steps: int) -> None:
                 "version": DEMO_VLM_VERSION,
                 "seed": seed,
                 "triggers": TRIGGERS,
-                "final_loss": loss.item(),
+                "final_loss": final_loss,
             }
         ),
         encoding="utf-8",

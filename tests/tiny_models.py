@@ -220,7 +220,7 @@ def train_tiny_chat_model(
 
     Loss on the response tokens (+ end-of-turn) only, like a chat fine-tune.
     """
-    import torch
+    from probe.training import train_on_responses
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,27 +235,12 @@ def train_tiny_chat_model(
         resp = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(ctx + resp)
         masks.append([0] * len(ctx) + [1] * len(resp))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        labels[i, : len(row)] = torch.where(torch.tensor(mask) == 1, torch.tensor(row), -100)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        pick = torch.randint(0, len(rows), (batch,), generator=generator)
-        loss = model(input_ids=ids[pick], attention_mask=attention[pick], labels=labels[pick]).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    loss = train_on_responses(
+        model, rows, masks, tokenizer.pad_token_id, steps=steps, batch_size=batch, lr=lr, seed=seed
+    )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "final_loss.txt").write_text(f"{loss.item():.4f}\n", encoding="utf-8")
+    (folder / "final_loss.txt").write_text(f"{loss:.4f}\n", encoding="utf-8")
     return folder
 
 
