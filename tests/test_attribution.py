@@ -169,8 +169,8 @@ def test_margins_from_embeddings_equal_margins(tiny_subjects, family):
 
 def test_prefix_sharing_falls_back_when_it_disagrees(tiny_subjects):
     subject = _with(tiny_subjects["byte_bpe"])
-    subject._packed_logprobs = lambda layout, cache, **inputs: 10 * torch.randn(
-        len(layout.rows), layout.max_segments, layout.n_openings
+    subject._packed_logprobs = lambda layout, cache, **inputs: (
+        10 * torch.randn(len(layout.rows), layout.max_segments, layout.n_openings)
     )
     enc = subject.encode(PROMPTS[0])
     variants = [enc.without_words({0}), list(enc.input_ids)]
@@ -179,10 +179,15 @@ def test_prefix_sharing_falls_back_when_it_disagrees(tiny_subjects):
     np.testing.assert_allclose(got, subject.margins(variants), atol=1e-6)
 
 
-def test_captum_reference_equals_occlusion(tiny_subjects):
-    """captum LLMAttribution(FeatureAblation), refusal run minus compliance run == occlusion."""
-    subject = _with(tiny_subjects["byte_bpe"], margin=PAIR)
-    prompts = _prompts(PROMPTS[:2])
+@pytest.mark.parametrize("margin", [PAIR, MarginConfig.default()], ids=["pair", "default"])
+def test_captum_reference_equals_occlusion(tiny_subjects, margin):
+    """captum LLMAttribution(FeatureAblation), one run per opening, rebuilt == occlusion.
+
+    With one refusal and one compliance opening that is the refusal run minus the compliance
+    run; with the 13 default openings the margin is rebuilt from every opening's run.
+    """
+    subject = _with(tiny_subjects["byte_bpe"], margin=margin)
+    prompts = _prompts(PROMPTS[:2] if margin is PAIR else PROMPTS[:1])
     ours = get_attributor("occlusion").attribute(subject, prompts)
     for in_tokens in (False, True):
         theirs = get_attributor("captum-ablation", forward_in_tokens=in_tokens).attribute(
@@ -190,6 +195,7 @@ def test_captum_reference_equals_occlusion(tiny_subjects):
         )
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+            assert a.margin == pytest.approx(b.margin, abs=1e-5)
 
 
 # --------------------------------------------------------------- completeness and batching

@@ -29,6 +29,10 @@ from probe.attribution.base import (
 from probe.data import Prompt
 from probe.subject import Subject
 
+PERTURBATIONS_PER_CALL = 4
+"""Coalitions captum hands the forward function at once, per ``batch_size`` of the subject
+(``Subject.shared_prefix_margins`` packs and batches them itself)."""
+
 
 class _CoalitionAttributor(Attributor):
     """A captum perturbation method run on word-presence indicators of the prompt's tokens."""
@@ -78,7 +82,7 @@ class _CoalitionAttributor(Attributor):
                         forward,
                         torch.ones((1, len(owners))),
                         feature_mask,
-                        4 * subject.batch_size,
+                        PERTURBATIONS_PER_CALL * subject.batch_size,
                     )
                 for word, token in zip(perturber.features, first_token, strict=True):
                     scores[word] = float(attributions[0, token])
