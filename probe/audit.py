@@ -164,7 +164,7 @@ def _reliance_metrics(prompts, attributions, refused: dict[str, bool]) -> dict:
 def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
     """Run the whole audit; returns the run directory."""
     torch.manual_seed(config.seed)
-    get_attributor(config.method)  # fail fast on an unknown method, before loading anything
+    attributor = get_attributor(config.method)  # fails fast on an unknown method
     prompts = load_audit_prompts(config)
     run_dir = Path(config.out)
     try:
@@ -231,7 +231,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         finish_stage("generate_and_calibrate", started)
 
         started = time.perf_counter()
-        attributions = get_attributor(config.method).attribute(subject, prompts, progress=progress)
+        attributions = attributor.attribute(subject, prompts, progress=progress)
         if isinstance(subject, VisionSubject):
             attribute_images(subject, prompts, attributions, n_steps=8, progress=progress)
         write_jsonl(run_dir / "attributions.jsonl", (a.to_record() for a in attributions))
