@@ -97,3 +97,19 @@ def test_vlguard_data_cues_skips_without_shared_data(kernel_env, monkeypatch, tm
     text = _text(_execute(NOTEBOOKS / "vlguard_data_cues.ipynb"))
     assert "skipping the study" in text
     assert "shipped vlguard_cues" in text
+
+
+@pytest.mark.slow
+def test_vlm_walkthrough_runs(kernel_env):
+    notebook = _execute(NOTEBOOKS / "vlm_walkthrough.ipynb")
+    text = _text(notebook)
+    assert "text_reliance_refused_harmful" in text
+    assert "refusal  share" in text  # the planted text trigger ranks first
+    assert "prompts have an image heatmap" in text
+    images = [
+        o
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert images, "no heatmap overlay was displayed"
