@@ -83,6 +83,8 @@ class LexiconBuilder:
                 in_prompt[key] += score
                 if position == lead_index:
                     lead_key = key
+                    # A lead word is read as the request's verb, never as content.
+                    content_votes[key].append(False)
                 elif self.separate_content:
                     tag = tags[position] if tags is not None else None
                     content_votes[key].append(is_content_word(word, tag))
@@ -158,12 +160,13 @@ def _first_word_index(words: Sequence[str]) -> int:
 def _role(content_votes: list[bool], labels: set, effect: float, word_data: bool) -> str:
     """Whether a word is "content" (what requests are about) or a "trigger" candidate.
 
-    With NLTK data: content when the word is mostly a content word (``is_content_word``)
-    outside the lead position. Without it, the prompt labels stand in: a word that occurs
-    under one label only and pushes the way that label warrants (toward refusal in harmful
-    prompts only, toward compliance in benign ones only) shows no shortcut evidence and is
-    treated as content. That misses a real trigger that only ever occurs in harmful prompts;
-    installing the NLTK data avoids it.
+    With NLTK data: content when most of the word's occurrences are content words
+    (``is_content_word``); an occurrence as the lead word counts as not content, so a trigger
+    that mostly leads requests ("Share ...") stays a trigger even if one other use is a noun.
+    Without NLTK data, the prompt labels stand in: a word that occurs under one label only and
+    pushes the way that label warrants (toward refusal in harmful prompts only, toward
+    compliance in benign ones only) shows no shortcut evidence and is treated as content. That
+    misses a real trigger that only ever occurs in harmful prompts; the NLTK data avoids it.
     """
     if word_data:
         mostly_content = content_votes and sum(content_votes) * 2 > len(content_votes)

@@ -102,3 +102,21 @@ def test_without_nltk_data_labels_keep_content_words_apart(demo_attributions, mo
     for direction, word in TRIGGERS.items():
         assert lexicon.ranked(direction)[0].word == word
     assert lexicon.get("bomb").extra["role"] == "content"  # harmful prompts only, refusal
+
+
+def test_a_word_that_mostly_leads_stays_a_trigger_despite_one_noun_use():
+    from probe.attribution import WordAttribution
+    from probe.nlp import has_tagger
+    from probe.words import split_words
+
+    if not has_tagger():
+        pytest.skip("NLTK tagger data not installed")
+    texts = [f"Share the {w} now" for w in ("plan", "photo", "story", "news")]
+    texts.append("Give me your share of the money")  # "share" as a noun, not leading
+    records = []
+    for i, text in enumerate(texts):
+        words = [w.text for w in split_words(text)]
+        scores = [1.0 if w.lower() == "share" else 0.0 for w in words]
+        records.append(WordAttribution(str(i), text, "benign", words, [], scores, 1.0, "test"))
+    lexicon = LexiconBuilder(min_support=2).fit(records).lexicon_
+    assert lexicon.get("share").extra["role"] == "trigger"
