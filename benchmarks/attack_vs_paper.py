@@ -11,7 +11,7 @@ the attacked query against the original, ``probe.words.split_words``). A literal
 It shares the run folder of ``vlguard_smollm2.py`` (same flags): stages that already ran there
 are reused, so after the study this only adds the lead-swap generations. Run from the repo root:
 
-    NLTK_DATA=../shared/nltk_data python benchmarks/attack_vs_paper.py
+    python benchmarks/attack_vs_paper.py
 """
 
 from __future__ import annotations

