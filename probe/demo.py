@@ -140,23 +140,30 @@ def _training_pairs(seed: int, n: int = 2400) -> list[tuple[str, str]]:
     return [(_request(*c), _answer(c[0], c[1], c[2])) for c in chosen]
 
 
-def _build_tokenizer(texts: list[str]):
-    """A word-level tokenizer trained in code; lower-cases, splits punctuation."""
+def word_level_tokenizer(
+    texts: list[str], special_tokens: list[str] = SPECIAL, chat_template: str = CHAT_TEMPLATE
+):
+    """A word-level tokenizer trained in code; lower-cases, splits punctuation.
+
+    ``special_tokens`` start with pad, unk and eos; the rest (chat roles, an image token) are
+    registered as additional special tokens so they are never split.
+    """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    core = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    pad, unk, eos, *extra = special_tokens
+    core = Tokenizer(models.WordLevel(unk_token=unk))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=SPECIAL))
+    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=special_tokens))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+        unk_token=unk,
+        pad_token=pad,
+        eos_token=eos,
+        additional_special_tokens=extra,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -179,7 +186,7 @@ def _train(folder: Path, seed: int, steps: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     pairs = _training_pairs(seed)
-    tokenizer = _build_tokenizer([t for pair in pairs for t in pair] + [OPENING_WORDS])
+    tokenizer = word_level_tokenizer([t for pair in pairs for t in pair] + [OPENING_WORDS])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.data import Prompt
-from probe.demo import cached_training
+from probe.demo import cached_training, word_level_tokenizer
 from probe.training import train_on_responses
 
 DEMO_VLM_VERSION = 1
@@ -149,21 +149,9 @@ def demo_vlm_prompts(seed: int = 0, per_group: int = 8, folder: Path | None = No
 
 
 def _build_processor(texts: list[str]):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import CLIPImageProcessor, LlavaProcessor
 
-    core = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=SPECIAL))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>", "<image>"],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = word_level_tokenizer(texts, SPECIAL, CHAT_TEMPLATE)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
