@@ -29,8 +29,9 @@ from probe.lexicon import LexiconBuilder
 from probe.lexicon_table import TriggerLexicon, compare_lexicons
 from probe.margin import calibrate_openings
 from probe.nlp import word_normaliser
-from probe.report import render_report, write_jsonl, write_lexicon, write_summary
+from probe.report import render_report
 from probe.resources import lexicon_path
+from probe.rundir import write_jsonl, write_lexicon, write_summary
 from probe.subject import Subject
 from probe.vision import VisionSubject, attach_images, load_subject_any
 

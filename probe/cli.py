@@ -138,7 +138,7 @@ def _subject_and_prompts(args: argparse.Namespace):
 
 
 def _cmd_attribute(args: argparse.Namespace) -> None:
-    from probe.report import write_jsonl
+    from probe.rundir import write_jsonl
 
     subject, prompts, attributor = _subject_and_prompts(args)
     records = attributor.attribute(subject, prompts, progress=True)
@@ -151,7 +151,7 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
     if args.attributions:
         from probe.attribution import WordAttribution
         from probe.lexicon import LexiconBuilder
-        from probe.report import read_jsonl
+        from probe.rundir import read_jsonl
 
         path = Path(args.attributions)
         if not path.is_file():
@@ -178,7 +178,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from probe.attack import OneWordAttack
     from probe.judge import RefusalJudge
     from probe.lexicon_table import TriggerLexicon
-    from probe.report import write_jsonl
+    from probe.rundir import write_jsonl
 
     lexicon = TriggerLexicon.from_json(args.lexicon)
     subject, prompts, attributor = _subject_and_prompts(args)

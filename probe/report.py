@@ -22,6 +22,7 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 from probe.lexicon_table import DIRECTIONS, LexiconEntry, TriggerLexicon
+from probe.rundir import read_jsonl, write_jsonl, write_lexicon, write_summary  # noqa: F401
 
 METRIC_LABELS = {
     "refusal_rate_harmful": "Refusal rate, harmful prompts",
@@ -49,35 +50,6 @@ FIGURES = {
     "margins.png": "Decision margins: prompts by label, and before/after one-word edits",
     "heatmaps.png": "Word attributions for a sample of prompts",
 }
-
-
-# ------------------------------------------------------------------------------------ files
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ProbeError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-    return records
-
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-
-
-def write_lexicon(run_dir: Path, lexicon: TriggerLexicon) -> None:
-    lexicon.to_json(run_dir / "lexicon.json")
-    lexicon.to_csv(run_dir / "lexicon.csv")
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pytest
 
 from probe.errors import ProbeError
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
-from probe.report import render_report, write_jsonl, write_lexicon, write_summary
+from probe.report import render_report
+from probe.rundir import write_jsonl, write_lexicon, write_summary
 from probe.words import split_words
 
 SCRIPT = "<script>alert(1)</script>"
