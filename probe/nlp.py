@@ -1,7 +1,11 @@
-"""NLTK-backed word helpers (lemmas, stopwords, part of speech) that degrade when data is missing.
+"""NLTK-backed word helpers (lemmas, stopwords, part of speech).
 
-probe never downloads at run time. When a resource is missing it warns once, naming the
-resource and the command that installs it, and falls back (no lemmas, no stopwords, no tags).
+probe ships the NLTK data it needs (``probe/nltk_data``: WordNet 3.0, English stopwords, the
+perceptron POS tagger and the universal tagset; provenance and licences beside them), so a fresh
+install has every feature offline. NLTK searches the user's own ``NLTK_DATA`` and its default
+folders first, then the shipped copy. probe never downloads at run time: if a resource is still
+missing (someone deleted it), it warns once, naming the resource, and falls back (no lemmas, no
+stopwords, no tags).
 """
 
 from __future__ import annotations
@@ -9,46 +13,67 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-_INSTALL_HINT = "python -m nltk.downloader {name} (or set NLTK_DATA)"
+SHIPPED_NLTK_DATA = Path(__file__).resolve().parent / "nltk_data"
 
 
 @functools.cache
-def _resource(name: str, locator: str) -> bool:
-    """Whether NLTK data ``locator`` is installed (unpacked or as a .zip); warns once if not."""
+def _nltk():
+    """The ``nltk`` module, with probe's shipped data folder last on its search path."""
     import nltk
 
-    for candidate in (locator, locator + ".zip"):
-        try:
-            nltk.data.find(candidate)
-            return True
-        except LookupError:
-            continue
-    else:
+    if SHIPPED_NLTK_DATA.is_dir() and str(SHIPPED_NLTK_DATA) not in nltk.data.path:
+        nltk.data.path.append(str(SHIPPED_NLTK_DATA))
+    return nltk
+
+
+RESOURCES = {
+    "wordnet": "corpora/wordnet",
+    "stopwords": "corpora/stopwords",
+    "averaged_perceptron_tagger_eng": "taggers/averaged_perceptron_tagger_eng",
+    "universal_tagset": "taggers/universal_tagset",
+}
+
+
+@functools.cache
+def missing_resources() -> frozenset[str]:
+    """The NLTK resources probe uses that cannot be found; warns once, listing them all."""
+    nltk = _nltk()
+    missing = set()
+    for name, locator in RESOURCES.items():
+        for candidate in (locator, locator + ".zip"):
+            try:
+                nltk.data.find(candidate)
+                break
+            except LookupError:
+                continue
+        else:
+            missing.add(name)
+    if missing:
         warnings.warn(
-            f"NLTK data '{name}' not found; continuing without it. Install: "
-            + _INSTALL_HINT.format(name=name),
+            f"NLTK data not found: {', '.join(sorted(missing))}; probe continues without it "
+            f"(fewer features). It ships in {SHIPPED_NLTK_DATA}: reinstall probe, or point "
+            "NLTK_DATA at a folder that holds it",
             stacklevel=3,
         )
-        return False
+    return frozenset(missing)
 
 
 def has_wordnet() -> bool:
-    return _resource("wordnet", "corpora/wordnet")
+    return "wordnet" not in missing_resources()
 
 
 def has_tagger() -> bool:
-    return _resource(
-        "averaged_perceptron_tagger_eng", "taggers/averaged_perceptron_tagger_eng"
-    ) and _resource("universal_tagset", "taggers/universal_tagset")
+    return not {"averaged_perceptron_tagger_eng", "universal_tagset"} & missing_resources()
 
 
 @functools.cache
 def stopword_set() -> frozenset[str]:
     """English stopwords (NLTK), or an empty set when the corpus is missing."""
-    if not _resource("stopwords", "corpora/stopwords"):
+    if "stopwords" in missing_resources():
         return frozenset()
-    from nltk.corpus import stopwords
+    stopwords = _nltk().corpus.stopwords
 
     return frozenset(stopwords.words("english"))
 
@@ -63,7 +88,7 @@ def lemma(word: str) -> str:
     The cost is that noun-verb homographs take the verb form ("building" -> "build"). No POS
     tagging, so the same surface word always gets the same lemma (model and data cues agree).
     """
-    from nltk.corpus import wordnet
+    wordnet = _nltk().corpus.wordnet
 
     return wordnet.morphy(word, wordnet.VERB) or wordnet.morphy(word, wordnet.NOUN) or word
 
@@ -79,9 +104,7 @@ def universal_tags(words: Sequence[str]) -> list[str] | None:
     """Universal POS tags for a word sequence, or None when the tagger data is missing."""
     if not has_tagger():
         return None
-    import nltk
-
-    return [tag for _, tag in nltk.pos_tag(list(words), tagset="universal")]
+    return [tag for _, tag in _nltk().pos_tag(list(words), tagset="universal")]
 
 
 CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
@@ -108,7 +131,7 @@ def is_content_word(word: str, universal_tag: str | None) -> bool:
 def _dominant_pos(word: str) -> str | None:
     """WordNet part of speech whose senses of ``word`` are used most (SemCor counts; a tie
     goes to the noun), or None when WordNet does not know the word."""
-    from nltk.corpus import wordnet
+    wordnet = _nltk().corpus.wordnet
 
     usage: dict[str, float] = {}
     for synset in wordnet.synsets(word):
@@ -130,7 +153,7 @@ def wordnet_synonyms(word: str, universal_tag: str | None = None) -> list[str]:
     sense first; empty when WordNet is missing or the tag has no WordNet counterpart."""
     if not has_wordnet():
         return []
-    from nltk.corpus import wordnet
+    wordnet = _nltk().corpus.wordnet
 
     pos = _WORDNET_POS.get(universal_tag or "")
     if universal_tag is not None and pos is None:
@@ -151,7 +174,7 @@ def inflect_like(new: str, old: str, universal_tag: str | None = None) -> str:
     """
     if universal_tag not in ("VERB", "NOUN") or not has_wordnet():
         return new
-    from nltk.corpus import wordnet
+    wordnet = _nltk().corpus.wordnet
 
     if not wordnet.synsets(new.lower(), pos=_WORDNET_POS[universal_tag]):
         return new

@@ -14,9 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-_NLTK_DATA = Path(__file__).resolve().parents[2] / "shared" / "nltk_data"
-if _NLTK_DATA.is_dir():
-    os.environ.setdefault("NLTK_DATA", str(_NLTK_DATA))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 

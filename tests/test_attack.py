@@ -10,7 +10,7 @@ from probe.attribution import get_attributor
 from probe.demo import TRIGGERS, demo_prompts
 from probe.judge import RefusalJudge
 from probe.lexicon import LexiconBuilder
-from probe.nlp import has_tagger, has_wordnet, inflect_like, is_content_word, wordnet_synonyms
+from probe.nlp import inflect_like, is_content_word, wordnet_synonyms
 from probe.words import split_words
 
 
@@ -81,8 +81,6 @@ def test_query_budget_bounds_margin_queries(demo_setup):
 
 
 def test_nouns_are_never_replaced_except_the_lead(guided):
-    if not has_tagger():
-        pytest.skip("NLTK tagger data not installed")
     for record in guided.records:
         lead = next(i for i, w in enumerate(split_words(record.original)) if not w.is_punct)
         assert record.position == lead or record.replaced_pos not in {"NOUN", "PROPN", "NUM"}
@@ -108,7 +106,6 @@ def test_attack_without_nltk_data_uses_lexicon_only(demo_setup, monkeypatch):
     assert result.rate("compliance") >= 0.8
 
 
-@pytest.mark.skipif(not has_wordnet(), reason="NLTK WordNet data not installed")
 def test_inflection_and_synonyms():
     assert inflect_like("share", "posts", "VERB") == "shares"
     assert inflect_like("share", "posted", "VERB") == "shared"
@@ -119,7 +116,6 @@ def test_inflection_and_synonyms():
     assert wordnet_synonyms("the", "DET") == []
 
 
-@pytest.mark.skipif(not has_wordnet(), reason="NLTK WordNet data not installed")
 def test_content_words_are_recognised_despite_tagger_misreadings():
     # The tagger reads "make malware" as an adjective and "bake bread" as a verb.
     for word, tag in [("malware", "ADJ"), ("bread", "VERB"), ("bomb", "VERB"), ("home", "ADV")]:

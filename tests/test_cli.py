@@ -27,7 +27,6 @@ from probe.lexicon_table import TriggerLexicon
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 VLGUARD_TRAIN = SHARED / "data" / "vlguard" / "train.json"
-NLTK_DATA = SHARED / "nltk_data"
 FAST_S = 15.0  # generous: the point is "no model was loaded or trained", not a benchmark
 
 
@@ -80,8 +79,6 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PROBE_CACHE_DIR=str(tmp_path / "cache"))
-    if NLTK_DATA.is_dir():
-        env.setdefault("NLTK_DATA", str(NLTK_DATA))
     return subprocess.run(
         [sys.executable, "-m", "probe.cli", *map(str, args)],
         capture_output=True,

@@ -33,16 +33,6 @@ def _normal_p(z: float) -> float:
     return 2 * (1 - NormalDist().cdf(abs(z)))
 
 
-def _nltk_has(resource: str) -> bool:
-    import nltk
-
-    try:
-        nltk.data.find(resource)
-        return True
-    except LookupError:
-        return False
-
-
 def test_word_tokens_lowercases_and_keeps_inner_apostrophes_and_hyphens():
     text = "What's the e-mail of Bob’s 2 friends?!"
     assert word_tokens(text) == ["what's", "the", "e-mail", "of", "bob's", "friends"]
@@ -174,7 +164,6 @@ def test_same_input_in_any_order_gives_the_same_lexicon():
     assert records(order) == reference
 
 
-@pytest.mark.skipif(not _nltk_has("corpora/stopwords.zip"), reason="NLTK stopwords not installed")
 def test_stopwords_option_drops_stopwords_and_stopword_led_prompts():
     texts = ["Share the photo", "Describe this person", "What is the colour", "How tall is it"]
     labels = ["refusal", "refusal", "compliance", "compliance"]
@@ -190,7 +179,6 @@ def test_stopwords_option_drops_stopwords_and_stopword_led_prompts():
     assert list(first.class_totals_) == [2, 1]
 
 
-@pytest.mark.skipif(not _nltk_has("corpora/wordnet.zip"), reason="NLTK WordNet not installed")
 def test_lemmatize_option_pools_inflections():
     texts = ["Shares the file", "Sharing the photo", "Share it", "What was it", "What is this"]
     labels = ["refusal"] * 3 + ["compliance"] * 2
@@ -205,7 +193,10 @@ def test_lemmatize_option_pools_inflections():
 def test_missing_nltk_data_warns_and_degrades():
     script = """
 import json, warnings, nltk
+from pathlib import Path
+import probe.nlp
 nltk.data.path.clear()
+probe.nlp.SHIPPED_NLTK_DATA = Path("/nonexistent/nltk_data")  # as if a user deleted it
 from probe.cues import DataCueMiner
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -221,8 +212,9 @@ print(json.dumps({"warnings": [str(w.message) for w in caught], "words": sorted(
     result = json.loads(done.stdout)
     assert result["words"] == ["is", "it", "shares", "what"]
     assert not result["stop"] and not result["lemma"]
-    assert any("nltk.downloader stopwords" in w for w in result["warnings"])
-    assert any("nltk.downloader wordnet" in w for w in result["warnings"])
+    data_warnings = [w for w in result["warnings"] if "NLTK data not found" in w]
+    assert len(data_warnings) == 1, result["warnings"]  # one clear warning, naming each resource
+    assert "stopwords" in data_warnings[0] and "wordnet" in data_warnings[0]
 
 
 def test_lexicon_round_trips_through_json(tmp_path):

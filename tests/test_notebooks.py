@@ -1,7 +1,7 @@
 """The notebooks in notebooks/ run top to bottom, offline, in a fresh python3 kernel.
 
 The kernel inherits this process's environment, so PROBE_CACHE_DIR (the demo model cache),
-NLTK_DATA and the offline switches set here reach the notebooks. The demo model is shared
+and the offline switches set here reach the notebooks. The demo model is shared
 with the rest of the test run when PROBE_CACHE_DIR is already set (CI sets it once); otherwise
 a private cache folder is used, never the user's.
 """
@@ -37,9 +37,6 @@ def kernel_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    nltk_data = Path(__file__).resolve().parents[2] / "shared" / "nltk_data"
-    if "NLTK_DATA" not in os.environ and nltk_data.is_dir():
-        monkeypatch.setenv("NLTK_DATA", str(nltk_data))
 
 
 def _execute(path: Path) -> nbformat.NotebookNode:
