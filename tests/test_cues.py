@@ -239,7 +239,7 @@ def test_mine_dataset_reads_a_labelled_prompt_file(tmp_path):
 
 
 needs_vlguard = pytest.mark.skipif(
-    not VLGUARD_TRAIN.is_file(), reason=f"VLGuard train set not found at {VLGUARD_TRAIN}"
+    not VLGUARD_TRAIN.is_file(), reason=f"shared VLGuard train set not found at {VLGUARD_TRAIN}"
 )
 
 

@@ -34,7 +34,7 @@ def shared(relative: str) -> Path:
     """A file from ../shared/data, or skip the test when the checkout has no shared folder."""
     path = SHARED_DATA / relative
     if not path.is_file():
-        pytest.skip(f"public data not available: {path}")
+        pytest.skip(f"shared data not available: {path}")
     return path
 
 

@@ -79,14 +79,12 @@ def test_quickstart_runs(kernel_env):
 
 
 def test_vlguard_data_cues_runs(kernel_env):
-    notebook = _execute(NOTEBOOKS / "vlguard_data_cues.ipynb")
-    text = _text(notebook)
     train = Path(__file__).resolve().parents[2] / "shared" / "data" / "vlguard" / "train.json"
-    if train.is_file() and not os.environ.get("PROBE_SHARED_DIR"):
-        assert "'share' begins 195 unsafe and 0 safe" in text
-        assert "== view: first ==" in text and "== view: any ==" in text
-    else:
-        assert "skipping the study" in text
+    if not train.is_file() or os.environ.get("PROBE_SHARED_DIR"):
+        pytest.skip(f"shared VLGuard data absent: {train}")
+    text = _text(_execute(NOTEBOOKS / "vlguard_data_cues.ipynb"))
+    assert "'share' begins 195 unsafe and 0 safe" in text
+    assert "== view: first ==" in text and "== view: any ==" in text
 
 
 def test_vlguard_data_cues_skips_without_shared_data(kernel_env, monkeypatch, tmp_path):
