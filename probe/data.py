@@ -70,12 +70,19 @@ def normalise_label(value: object, where: str) -> Label | None:
 
 
 def load_prompts(
-    path: str | Path, format: str | None = None, *, max_prompts: int | None = None
+    path: str | Path,
+    format: str | None = None,
+    *,
+    max_prompts: int | None = None,
+    allow_outside_images: bool = False,
 ) -> list[Prompt]:
     """Read a prompt file in ``format`` (guessed from the file when None); keep the first N.
 
     Ids are checked for uniqueness across the whole file before ``max_prompts`` is applied, so a
     broken file fails the same way whatever N is. Use ``balanced_head`` for a labelled sample.
+    Image paths are resolved against the file's folder; one that leads outside it (``..``, an
+    absolute path, a symlink) is refused unless ``allow_outside_images``, with the same message
+    whether or not the file exists, so a prompt file cannot probe the rest of the disk.
     """
     path = Path(path)
     _check_file(path)
@@ -90,6 +97,8 @@ def load_prompts(
         if prompt.id in seen:
             raise ProbeError(f"{where}: duplicate id {prompt.id!r} (first at {seen[prompt.id]})")
         seen[prompt.id] = where
+        if prompt.image is not None and not allow_outside_images:
+            _check_image_inside(prompt.image, path, where)
         prompts.append(prompt)
     if not prompts:
         raise ProbeError(f"prompt file {path} has no prompts")
@@ -209,12 +218,23 @@ def _parse_json(text: str, where: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProbeError(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ProbeError(f"{where}: JSON nested too deeply to be a prompt record") from None
 
 
 def _resolve_image(value: str, folder: Path) -> Path:
     """An image path from a prompt file, made absolute against the file's folder."""
     image = Path(value).expanduser()
     return (image if image.is_absolute() else folder / image).resolve()
+
+
+def _check_image_inside(image: Path, prompt_file: Path, where: str) -> None:
+    folder = prompt_file.resolve().parent
+    if not image.is_relative_to(folder):
+        raise ProbeError(
+            f"{where}: image path leads outside the prompt file's folder {folder}; "
+            "pass --allow-outside-images to read images from elsewhere"
+        )
 
 
 def _stringify(value: object) -> str:

@@ -73,6 +73,80 @@ def _looks_like_path(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or "\\" in model_id
 
 
+def resolve_device(name: str) -> str:
+    """A device torch can compute on here; "meta", unknown names and absent GPUs are errors."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ProbeError(f"unknown device {name!r}: {exc}") from None
+    if device.type == "meta":
+        raise ProbeError("device 'meta' holds no weights; use cpu, cuda[:N] or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ProbeError(f"device {name!r}: no CUDA GPU is available here; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ProbeError(f"device {name!r}: MPS is not available here; use cpu")
+    return name
+
+
+def check_weights_format(path: Path, allow_pickle: bool) -> None:
+    """Refuse pickle weights (``*.bin``, ``*.pt``) unless asked: unpickling can run code."""
+    if allow_pickle or not path.is_dir():
+        return
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in path.iterdir() if f.suffix in (".bin", ".pt", ".pth"))
+    if pickles:
+        raise ProbeError(
+            f"{path} holds pickle weights ({pickles[0]}); probe loads safetensors only, since "
+            "unpickling can run code. Pass --allow-pickle for weights you trust"
+        )
+
+
+def load_error(model_id: str, exc: BaseException) -> ProbeError:
+    """One line saying why a model could not be loaded (loaders raise many exception types)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return ProbeError(f"cannot load model {model_id!r}: {type(exc).__name__}: {first}".rstrip(": "))
+
+
+def special_token_strings(tokenizer) -> list[str]:
+    """The text forms of a tokenizer's special tokens ("<|im_start|>", "<eos>", "<image>" ...)."""
+    found = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(token, "special", False):
+            found.add(str(token.content))
+    return sorted((t for t in found if t), key=len, reverse=True)
+
+
+def tokenize_chat(tokenizer, text: str, start: int, end: int) -> tuple[list[int], list]:
+    """Token ids and character offsets of chat-formatted ``text``, whose user prompt is
+    ``text[start:end]``.
+
+    The template's own special tokens are control tokens; the same strings typed inside the
+    user's prompt ("<|assistant|>", "<eos>") are encoded as plain text, so a prompt cannot inject
+    a turn and the audit measures the user's words. A prompt without such strings is tokenized
+    in one piece, exactly as the model's own chat pipeline does.
+    """
+    prompt = text[start:end]
+    if not any(token in prompt for token in special_token_strings(tokenizer)):
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoding["input_ids"]), list(encoding["offset_mapping"])
+    ids: list[int] = []
+    offsets: list = []
+    for lo, hi, plain in ((0, start, False), (start, end, True), (end, len(text), False)):
+        if lo == hi:
+            continue
+        encoding = tokenizer(
+            text[lo:hi],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            split_special_tokens=plain,
+        )
+        ids += encoding["input_ids"]
+        offsets += [(a + lo, b + lo) for a, b in encoding["offset_mapping"]]
+    return ids, offsets
+
+
 def resolve_dtype(name: str) -> torch.dtype | str:
     try:
         return _DTYPES[name]
@@ -103,6 +177,7 @@ class Subject:
             )
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self._check_chat_template()
         self.margin_config = margin or MarginConfig.default()
         self.batch_size = max(1, batch_size)
         self.name = name
@@ -113,6 +188,21 @@ class Subject:
         self._opening_cache: dict[MarginConfig, tuple[list[list[int]], int]] = {}
         self._branch_embedding_cache: dict[MarginConfig, torch.Tensor] = {}
         self._prefix_sharing_ok: bool | None = None
+
+    def _check_chat_template(self) -> None:
+        """Render the chat template once, so a broken one fails now with one clear line."""
+        from jinja2 import TemplateError
+
+        try:
+            rendered = self.chat_text("Hello")
+        except (TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
+            text = str(exc).strip().splitlines()
+            raise ProbeError(
+                f"the chat template cannot render a user turn: {type(exc).__name__}"
+                + (f": {text[0]}" if text else "")
+            ) from None
+        if not isinstance(rendered, str) or "Hello" not in rendered:
+            raise ProbeError("the chat template does not include the user's message")
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -128,11 +218,13 @@ class Subject:
         batch_size: int = 16,
         margin: MarginConfig | None = None,
         threads: int | None = None,
+        allow_pickle: bool = False,
     ) -> Subject:
         """Load a local folder, a hub id, or a GGUF file through transformers' own loaders.
 
         ``threads``: CPU threads for torch; None picks 1 for tiny models (see
-        ``set_cpu_threads``) and leaves torch's default otherwise.
+        ``set_cpu_threads``) and leaves torch's default otherwise. Weights load from
+        safetensors (or GGUF) only, unless ``allow_pickle``.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,17 +238,20 @@ class Subject:
             raise ProbeError(f"{model_id} has no config.json: not a saved Hugging Face model")
         elif not path.exists() and _looks_like_path(model_id):
             raise ProbeError(f"model folder not found: {model_id}")
-        kwargs = {"trust_remote_code": trust_remote_code}
+        device = resolve_device(device)
+        kwargs: dict = {"trust_remote_code": trust_remote_code}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
+        else:
+            check_weights_format(path, allow_pickle)
+        weights = {} if gguf_file or allow_pickle else {"use_safetensors": True}
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights
             )
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ProbeError(f"cannot load model {model_id!r}: {first}") from None
+        except Exception as exc:  # a loader boundary: bad files raise many exception types
+            raise load_error(model_id, exc) from None
         try:
             model.to(device)
         except (RuntimeError, AssertionError) as exc:
@@ -205,15 +300,13 @@ class Subject:
         """Chat-format ``prompt`` and map its tokens to the prompt's words."""
         text = self.chat_text(prompt)
         start = self._prompt_start(text, prompt)
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = tokenize_chat(self.tokenizer, text, start, start + len(prompt))
         words = split_words(prompt)
-        owner = align_tokens(encoding["offset_mapping"], words, start)
+        owner = align_tokens(offsets, words, start)
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and len(encoding["input_ids"]) > limit:
-            raise ProbeError(
-                f"prompt is {len(encoding['input_ids'])} tokens, longer than the model's {limit}"
-            )
-        return EncodedPrompt(prompt, text, tuple(encoding["input_ids"]), tuple(words), tuple(owner))
+        if limit and len(ids) > limit:
+            raise ProbeError(f"prompt is {len(ids)} tokens, longer than the model's {limit}")
+        return EncodedPrompt(prompt, text, tuple(ids), tuple(words), tuple(owner))
 
     def opening_ids(self, config: MarginConfig) -> tuple[list[list[int]], int]:
         """Token ids of each opening (refusal ones first) and how many are refusal openings."""

@@ -34,8 +34,12 @@ from probe.subject import (
     EncodedPrompt,
     Subject,
     _looks_like_path,
+    check_weights_format,
+    load_error,
+    resolve_device,
     resolve_dtype,
     set_cpu_threads,
+    tokenize_chat,
 )
 from probe.words import align_tokens, split_words
 
@@ -86,8 +90,16 @@ def image_of(prompt) -> Path | None:
     return getattr(prompt, "image", None)
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: far above any VLM's input, far below a bomb
+
+
 def open_image(path: Path, prompt_id: str | None = None):
-    """The image as RGB; a missing or unreadable file is a ProbeError naming the prompt."""
+    """The image as 8-bit RGB; a missing, unreadable or oversized file is a ProbeError.
+
+    The size is checked from the header, before any pixels are decoded, so a small file that
+    claims 20000 x 20000 pixels never fills memory. 16-bit greyscale is scaled to 8 bits, not
+    clipped (PIL's own conversion turns every value above 255 white).
+    """
     from PIL import Image, UnidentifiedImageError
 
     who = f"prompt {prompt_id}: " if prompt_id else ""
@@ -96,9 +108,32 @@ def open_image(path: Path, prompt_id: str | None = None):
         raise ProbeError(f"{who}image not found: {path}")
     try:
         with Image.open(path) as opened:
-            return opened.convert("RGB")
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ProbeError(
+                    f"{who}image {path} is {width}x{height} pixels, more than probe's limit of "
+                    f"{MAX_IMAGE_PIXELS:,}"
+                )
+            return _to_rgb(opened)
+    except Image.DecompressionBombError:  # PIL's own, far larger limit, hit while opening
+        raise ProbeError(
+            f"{who}image {path} has more pixels than probe's limit of {MAX_IMAGE_PIXELS:,}"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ProbeError(f"{who}cannot read image {path}: {type(exc).__name__}") from None
+
+
+def _to_rgb(image):
+    """8-bit RGB; 16-bit greyscale (PIL modes "I;16*", or "I" holding values above 255) is
+    scaled by 65535/255 rather than clipped."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image, dtype=np.float64)
+        deep = image.mode.startswith("I;16") or pixels.max(initial=0) > 255
+        scaled = pixels * (255.0 / 65535.0) if deep else pixels
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 def attach_images(prompts: Sequence[Prompt]) -> list[Prompt]:
@@ -149,6 +184,7 @@ class VisionSubject(Subject):
         if chat_template is not None:
             processor.chat_template = chat_template
         template = getattr(processor, "chat_template", None)
+        self.processor = processor  # before Subject.__init__, which renders the template
         super().__init__(
             model,
             processor.tokenizer,
@@ -157,7 +193,6 @@ class VisionSubject(Subject):
             batch_size=batch_size,
             name=name,
         )
-        self.processor = processor
         config = model.config
         token_id = getattr(config, "image_token_id", None)
         if token_id is None:
@@ -182,23 +217,27 @@ class VisionSubject(Subject):
         batch_size: int = 16,
         margin: MarginConfig | None = None,
         threads: int | None = None,
+        allow_pickle: bool = False,
     ) -> VisionSubject:
-        """Load a VLM folder or hub id through AutoProcessor + AutoModelForImageTextToText."""
+        """Load a VLM folder or hub id through AutoProcessor + AutoModelForImageTextToText
+        (safetensors weights only, unless ``allow_pickle``)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         model_id = str(model_id)
         path = Path(model_id)
         if not path.exists() and _looks_like_path(model_id):
             raise ProbeError(f"model folder not found: {model_id}")
+        device = resolve_device(device)
+        check_weights_format(path, allow_pickle)
         kwargs = {"trust_remote_code": trust_remote_code}
+        weights = {} if allow_pickle else {"use_safetensors": True}
         try:
             processor = AutoProcessor.from_pretrained(model_id, **kwargs)
             model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights
             )
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ProbeError(f"cannot load model {model_id!r}: {first}") from None
+        except Exception as exc:  # a loader boundary: bad files raise many exception types
+            raise load_error(model_id, exc) from None
         if not hasattr(processor, "tokenizer"):
             raise ProbeError(f"{model_id}: the processor has no tokenizer")
         try:
@@ -244,10 +283,9 @@ class VisionSubject(Subject):
         image = image_of(prompt)
         text = self.chat_text(prompt)
         start = self._prompt_start(text, prompt)
-        plain = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = tokenize_chat(self.tokenizer, text, start, start + len(prompt))
         words = split_words(str(prompt))
-        owner = align_tokens(plain["offset_mapping"], words, start)
-        ids = list(plain["input_ids"])
+        owner = align_tokens(offsets, words, start)
         if image is not None:
             ids, owner = self._expand_image(text, image, ids, owner)
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
@@ -265,16 +303,25 @@ class VisionSubject(Subject):
             )
         at = places[0]
         key, inputs = self._image_key(image)
+        # The processor's expansion of the placeholder depends on the image, not the words: take
+        # it from the template rendered around a sentinel, so prompt text never reaches the
+        # processor's tokenizer (which would read special-token strings as control tokens).
+        rendered = self.chat_text(ImagePrompt(_SENTINEL, image))
+        plain = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
         expanded = self.processor(
-            text=text, images=open_image(image), add_special_tokens=False, return_tensors="pt"
+            text=rendered, images=open_image(image), add_special_tokens=False, return_tensors="pt"
         )["input_ids"][0].tolist()
-        tail = len(ids) - at - 1
-        grown = len(expanded) - len(ids)
-        if expanded[:at] != ids[:at] or (tail and expanded[-tail:] != ids[-tail:]) or grown < 0:
+        slots = [i for i, t in enumerate(plain) if t == self.image_token_id]
+        grown = len(expanded) - len(plain)
+        if len(slots) != 1 or grown < 0:
             raise ProbeError("the processor changes text around the image; cannot align words")
+        start, tail = slots[0], len(plain) - slots[0] - 1
+        if expanded[:start] != plain[:start] or (tail and expanded[-tail:] != plain[-tail:]):
+            raise ProbeError("the processor changes text around the image; cannot align words")
+        segment = expanded[start : start + grown + 1]
         keyed = []
         j = 0
-        for token in expanded[at : at + grown + 1]:
+        for token in segment:
             if token == self.image_token_id:
                 keyed.append(IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + j)
                 j += 1

@@ -1,18 +1,21 @@
 """Words of the user's prompt and the mapping from model tokens to those words.
 
 Attribution is reported per *word of the user's prompt*, never per sub-word or template token.
-A word is a run of word characters (with inner apostrophes/hyphens: "can't", "e-mail") or a run
-of punctuation. Tokens are mapped to words by character offsets, so any fast tokenizer works
+A word is a run of word characters and combining marks (with inner apostrophes/hyphens: "can't",
+"e-mail"), so Hindi vowel signs, Arabic vowel marks and NFD accents stay inside their word, or a
+run of punctuation. Tokens are mapped to words by character offsets, so any fast tokenizer works
 (byte-level BPE, SentencePiece, WordPiece, word-level).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_WORD_RE = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]+")
+import regex
+
+# \p{M}: combining marks (Mn, Mc, Me), which Python's \w does not include.
+_WORD_RE = regex.compile(r"[\w\p{M}]+(?:['’\-][\w\p{M}]+)*|[^\w\p{M}\s]+")
 
 
 @dataclass(frozen=True)
