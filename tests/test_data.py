@@ -55,7 +55,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines if line]
     assert records[0]["image"] == "img/x.png"  # inside the folder: written relative
     assert Path(records[2]["image"]).is_absolute()  # outside: absolute
-    loaded = load_prompts(out)
+    loaded = load_prompts(out, allow_outside_images=True)  # /elsewhere is outside
     assert loaded == prompts
     assert [p.meta for p in loaded] == [p.meta for p in prompts]
 
@@ -136,7 +136,7 @@ def test_relative_and_absolute_images(tmp_path: Path) -> None:
         f'{{"prompt": "b", "image": {json.dumps(str(absolute))}}}\n'
         '{"prompt": "c", "image": ""}\n',
     )
-    images = [p.image for p in load_prompts(path)]
+    images = [p.image for p in load_prompts(path, allow_outside_images=True)]
     assert images == [(tmp_path / "img" / "a.png").resolve(), absolute, None]
 
 
