@@ -291,7 +291,7 @@ class VisionSubject(Subject):
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         if limit and len(ids) > limit:
             raise ProbeError(f"prompt is {len(ids)} tokens, longer than the model's {limit}")
-        return EncodedPrompt(str(prompt), text, tuple(ids), tuple(words), tuple(owner))
+        return EncodedPrompt(prompt, text, tuple(ids), tuple(words), tuple(owner))
 
     def _expand_image(
         self, text: str, image: Path, ids: list[int], owner: list[int]

@@ -200,3 +200,22 @@ def test_bad_image_in_a_prompt_file_is_a_clean_cli_error(tmp_path, capsys):
     code = main(["attribute", "--model", str(folder), "--prompts", str(prompts), "--out", "o"])
     assert code != 0
     assert "prompt x7: image not found" in capsys.readouterr().err
+
+
+def test_leave_one_out_variants_keep_their_image(vlm, images):
+    """Each leave-one-out score is margin(prompt) - margin(prompt minus the word), both with the
+    prompt's own image, through the model's own pixel path (a variant that lost its image would
+    measure "remove the image and the word")."""
+    from probe.attribution import get_attributor
+    from probe.words import delete_word
+
+    prompt = attach_images([Prompt(TEXTS[0], "a", "harmful", image=images[2])])[0]
+    (record,) = get_attributor("leave-one-out").attribute(vlm, [prompt])
+    base = _hf_margin(vlm, prompt.prompt)
+    assert record.margin == pytest.approx(base, abs=1e-4)
+    encoded = vlm.encode(prompt.prompt)
+    for index, word in enumerate(encoded.words):
+        variant = delete_word(prompt.prompt, word)
+        assert variant.image == prompt.image
+        expected = base - _hf_margin(vlm, variant)
+        assert record.scores[index] == pytest.approx(expected, abs=1e-4), word.text
