@@ -366,20 +366,21 @@ def _read_vlguard(path: Path) -> Iterator[tuple[str, Prompt]]:
             if item.get(key):
                 base_meta[key] = _stringify(item[key])
         for j, entry in enumerate(item["instr-resp"], 1):
-            key = next((k for k in _VLGUARD_KEYS if isinstance(entry, dict) and k in entry), None)
-            text = entry.get(key) if key else None
-            if not isinstance(text, str) or not text.strip():
+            keys = [k for k in _VLGUARD_KEYS if isinstance(entry, dict) and k in entry]
+            field_name = keys[0] if keys else None
+            text = entry.get(field_name) if field_name else None
+            if field_name is None or not isinstance(text, str) or not text.strip():
                 raise ProbeError(f"{where}: instr-resp entry {j} has no instruction text")
             label: Label = (
                 "benign"
-                if key == "safe_instruction" and item.get("safe") is not False
+                if field_name == "safe_instruction" and item.get("safe") is not False
                 else "harmful"
             )
             prompt_id = f"{item_id}-{'safe' if label == 'benign' else 'unsafe'}"
             counts[prompt_id] = counts.get(prompt_id, 0) + 1
             if counts[prompt_id] > 1:
                 prompt_id += f"~{counts[prompt_id]}"
-            meta = {**base_meta, "field": key}
+            meta = {**base_meta, "field": field_name}
             if isinstance(entry.get("response"), str):
                 meta["response"] = entry["response"]
             yield (

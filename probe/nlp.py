@@ -142,7 +142,7 @@ def _dominant_pos(word: str) -> str | None:
     if not usage:
         return None
     best = max(usage.values())
-    return "n" if usage.get("n") == best else max(usage, key=usage.get)
+    return "n" if usage.get("n") == best else max(usage, key=lambda pos: usage[pos])
 
 
 _WORDNET_POS = {"VERB": "v", "NOUN": "n", "ADJ": "a", "ADV": "r"}

@@ -22,7 +22,7 @@ from probe.errors import ProbeError
 from probe.margin import MarginConfig
 from probe.words import Word, align_tokens, split_words
 
-_DTYPES = {
+_DTYPES: dict[str, torch.dtype | str] = {
     "auto": "auto",
     "float32": torch.float32,
     "float16": torch.float16,
@@ -253,7 +253,7 @@ class Subject:
         except Exception as exc:  # a loader boundary: bad files raise many exception types
             raise load_error(model_id, exc) from None
         try:
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)
@@ -367,7 +367,9 @@ class Subject:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        row_index, positions, targets = [], [], []
+        row_index: list[int] = []
+        positions: list[int] = []
+        targets: list[int] = []
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1

@@ -163,7 +163,6 @@ def is_vision_model(path: str | Path) -> bool:
 def load_subject_any(model_id: str | Path, **kwargs) -> Subject:
     """``VisionSubject.load`` for a VLM folder, ``Subject.load`` for anything else."""
     if is_vision_model(model_id):
-        kwargs.pop("gguf_file", None)
         return VisionSubject.load(model_id, **kwargs)
     return Subject.load(model_id, **kwargs)
 
@@ -210,6 +209,7 @@ class VisionSubject(Subject):
         cls,
         model_id: str | Path,
         *,
+        gguf_file: str | None = None,
         device: str = "cpu",
         dtype: str = "auto",
         chat_template: str | None = None,
@@ -225,6 +225,8 @@ class VisionSubject(Subject):
 
         model_id = str(model_id)
         path = Path(model_id)
+        if gguf_file:
+            raise ProbeError(f"{model_id} is a vision-language model; GGUF loading is text-only")
         if not path.exists() and _looks_like_path(model_id):
             raise ProbeError(f"model folder not found: {model_id}")
         device = resolve_device(device)
@@ -241,7 +243,7 @@ class VisionSubject(Subject):
         if not hasattr(processor, "tokenizer"):
             raise ProbeError(f"{model_id}: the processor has no tokenizer")
         try:
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)
