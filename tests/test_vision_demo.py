@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -30,6 +32,13 @@ def demo_vlm_run(tmp_path_factory):
         if quota[group] > 0:
             quota[group] -= 1
             subset.append(p)
+    # As a user would ship them: the images beside the prompt file (outside it is refused).
+    (root / "images").mkdir()
+    for i, prompt in enumerate(subset):
+        if prompt.image is not None:
+            copy = root / "images" / prompt.image.name
+            shutil.copyfile(prompt.image, copy)
+            subset[i] = dataclasses.replace(prompt, image=copy)
     save_prompts(subset, root / "prompts.jsonl")
     config = AuditConfig(
         model="demo-vlm", prompts=str(root / "prompts.jsonl"), out=str(root / "run"), min_support=2
