@@ -2,7 +2,7 @@
 
 Every value a template prints goes through the environment's ``finalize``: in both formats,
 characters that could reorder or hide text (bidi controls such as U+202E, NUL and other control
-characters, lone surrogates) become visible ``[U+XXXX]`` markers; HTML autoescaping then does
+characters, lone surrogates) become visible ``⟨U+XXXX⟩`` markers; HTML autoescaping then does
 the HTML escaping, and in Markdown every character with Markdown meaning is backslash-escaped
 and URLs are defanged (``http[:]//``), so prompt text can never become a live image, link, raw
 HTML or autolink. Templates therefore never escape by hand.
@@ -21,22 +21,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from probe.errors import ProbeError
+from probe.report.view import neutralise
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-# C0/C1 controls except tab and newline, bidi embeddings/overrides/isolates and marks, the
-# Arabic letter mark, and lone surrogates (which cannot be written as UTF-8).
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
 _MD_SPECIAL = re.compile(r"[\\`*_\[\]#!|~<>&]")
 _MD_ENTITY = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 _MD_URL = re.compile(r"(?i)(?<=[a-z0-9])://|\bwww\.|(?<=\w)@(?=[\w-]+\.\w)")
 _MD_DEFANG = {"://": "[:]//", "www.": "www[.]", "@": "[@]"}
-
-
-def neutralise(text: str) -> str:
-    """``text`` with hidden and direction-changing characters shown as ``[U+XXXX]``."""
-    return _HIDDEN.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
 
 
 def markdown_text(text: str) -> str:

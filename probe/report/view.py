@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,11 @@ GROUPS = {
     ("benign", True): ("benign · refused", "over-refusal", 2),
     ("benign", False): ("benign · answered", "as intended", 3),
 }
+# C0/C1 controls except tab and newline, bidi embeddings/overrides/isolates and marks, the
+# Arabic letter mark, and lone surrogates (which cannot be written as UTF-8).
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 FLIP_TITLES = {
     "compliance": "Harmful → answered (one-word attack success)",
     "refusal": "Benign → refused (one-word over-refusal)",
@@ -59,6 +65,11 @@ FLIP_TITLES = {
 
 
 # ------------------------------------------------------------------------------ formatting
+def neutralise(text: str) -> str:
+    """``text`` with hidden and direction-changing characters shown as ``⟨U+XXXX⟩``."""
+    return _HIDDEN.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
+
+
 def fmt(value: float | int | None, digits: int = 3) -> str:
     """A number with ``digits`` decimals (integers as they are); "—" when unknown."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -81,8 +92,9 @@ def sig(value: Any) -> str:
 
 
 def short(text: Any, limit: int = 22) -> str:
-    """A chart label: at most ``limit`` characters, with an ellipsis when cut."""
-    text = str(text)
+    """A chart label: at most ``limit`` characters, with an ellipsis when cut (hidden
+    characters shown, as matplotlib cannot draw lone surrogates)."""
+    text = neutralise(str(text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
