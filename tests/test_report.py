@@ -402,3 +402,22 @@ def test_newer_optional_fields_are_shown(run_dir):
     assert "insertion" in html and "constraints: pos_kept: True; fluency: 0.820" in html
     assert "judges: keyword=False" in html
     assert "processes (world size)" in html and "attribute: True" in html
+
+
+def test_flip_rates_fall_back_to_attacks_when_the_lexicon_has_none(run_dir):
+    from probe.report import load_run
+    from probe.report.view import flip_rate_rows
+
+    write_lexicon(run_dir, TriggerLexicon([LexiconEntry("a", "refusal", 1, 0, 2, 2, 0.1, 0.1)]))
+    edit = json.loads((run_dir / "attacks.jsonl").read_text().splitlines()[0])
+    edits = [
+        {**edit, "id": "p1", "new_word": "Share", "flipped": True},
+        {**edit, "id": "p2", "new_word": "share", "flipped": False},
+        {**edit, "id": "p3", "new_word": "what", "target": "compliance", "flipped": True},
+    ]
+    write_jsonl(run_dir / "attacks.jsonl", edits)
+    rows = {(r.word, r.direction): r for r in flip_rate_rows(load_run(run_dir))}
+    assert set(rows) == {("share", "refusal"), ("what", "compliance")}
+    share = rows[("share", "refusal")]
+    assert share.rate == 0.5 and share.counts == "1/2" and share.low < 0.5 < share.high
+    assert rows[("what", "compliance")].counts == "1/1"

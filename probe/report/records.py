@@ -80,7 +80,7 @@ def normal_label(value: Any) -> str | None:
     return {"unsafe": "harmful", "safe": "benign"}.get(text, text)
 
 
-def _extra(record: dict, known: set[str]) -> dict[str, Any]:
+def _extra(record: dict, known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in known}
 
 
@@ -137,7 +137,7 @@ def _spans(value: Any, prompt: str | None, n_words: int) -> list[tuple[int, int]
     """Word character spans, if they are ordered, in range and one per word; else None."""
     if prompt is None or not isinstance(value, list) or len(value) != n_words:
         return None
-    spans = []
+    spans: list[tuple[int, int]] = []
     for item in value:
         if not (isinstance(item, list | tuple) and len(item) == 2):
             return None
@@ -234,12 +234,15 @@ class EditRecord:
             return None
         before = _bool(record.get("judged_refusal_before"))
         margin_before = number(record.get("margin_before"))
-        target = record.get("target")
-        if target not in DIRECTIONS:
-            if before is not None:
-                target = "compliance" if before else "refusal"
-            else:
-                target = "compliance" if margin_before is None or margin_before > 0 else "refusal"
+        target: Direction
+        if record.get("target") == "refusal":
+            target = "refusal"
+        elif record.get("target") == "compliance":
+            target = "compliance"
+        elif before is not None:
+            target = "compliance" if before else "refusal"
+        else:
+            target = "compliance" if margin_before is None or margin_before > 0 else "refusal"
         position = _int(record.get("position"))
         return cls(
             id=_text(record.get("id")) or "?",
@@ -339,7 +342,7 @@ class CueComparison:
         overlap = overlap if isinstance(overlap, dict) else {}
         top = record.get("top")
         top = top if isinstance(top, dict) else {}
-        sides = {}
+        sides: dict[str, CueSide] = {}
         for direction in DIRECTIONS:
             side = top.get(direction)
             side = side if isinstance(side, dict) else {}

@@ -51,22 +51,18 @@ def _finalize_markdown(value: Any) -> str:
 @cache
 def environment(kind: str) -> Environment:
     """The Jinja environment for ``kind`` "html" (autoescape on) or "md" (Markdown)."""
-    common = {
-        "loader": PackageLoader("probe.report", "templates"),
-        "undefined": StrictUndefined,
-        "trim_blocks": True,
-        "lstrip_blocks": True,
-        "keep_trailing_newline": True,
-    }
-    if kind == "html":
-        return Environment(
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            finalize=_finalize_html,
-            **common,
-        )
-    if kind == "md":
-        return Environment(autoescape=False, finalize=_finalize_markdown, **common)
-    raise ValueError(f"unknown template kind {kind!r}")
+    if kind not in ("html", "md"):
+        raise ValueError(f"unknown template kind {kind!r}")
+    html = kind == "html"
+    return Environment(
+        loader=PackageLoader("probe.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True) if html else False,
+        finalize=_finalize_html if html else _finalize_markdown,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def stylesheet() -> Markup:

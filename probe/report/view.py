@@ -233,10 +233,10 @@ def flip_rate_rows(data: RunData) -> list[FlipRateRow]:
         tried.setdefault(key, set()).add(edit.id)
         if edit.flipped:
             won.setdefault(key, set()).add(edit.id)
-    for (word, direction), ids in sorted(tried.items(), key=lambda kv: -len(kv[1])):
-        k, n = len(won.get((word, direction), ())), len(ids)
+    for (word, target), ids in sorted(tried.items(), key=lambda kv: -len(kv[1])):
+        k, n = len(won.get((word, target), ())), len(ids)
         low, high = wilson_interval(k, n)
-        rows.append(FlipRateRow(word, direction, k / n, low, high, f"{k}/{n}"))
+        rows.append(FlipRateRow(word, target, k / n, low, high, f"{k}/{n}"))
     return rows
 
 
@@ -358,6 +358,16 @@ class CueCell:
 
 
 @dataclass(frozen=True)
+class CuesView:
+    """The model-vs-data comparison: a one-line summary and rank-aligned rows of four cells
+    (model refusal, data refusal, model compliance, data compliance)."""
+
+    summary: str
+    described: str
+    rows: list[tuple[int, list[CueCell]]]
+
+
+@dataclass(frozen=True)
 class FigureView:
     name: str
     caption: str
@@ -381,7 +391,7 @@ class ReportView:
     flips_total: int
     flip_groups: list[FlipGroup]
     flip_table: list[FlipView]
-    cues: dict[str, Any] | None
+    cues: CuesView | None
     calibration: list[tuple[str, str]] | None
     methods: str
     bound: str
@@ -399,9 +409,10 @@ class ReportView:
 
 # ------------------------------------------------------------------------------ builders
 def _verdict(refused: bool | None, response: str | None, extra: dict[str, Any]) -> Verdict:
-    css, label = {True: ("ref", "refused"), False: ("ans", "answered")}.get(
-        refused, ("unk", "not judged")
-    )
+    if refused is None:
+        css, label = "unk", "not judged"
+    else:
+        css, label = ("ref", "refused") if refused else ("ans", "answered")
     return Verdict(css, label, response or "", describe(extra))
 
 
@@ -597,7 +608,7 @@ def _heat_groups(
     return groups
 
 
-def _cues(data: RunData) -> dict[str, Any] | None:
+def _cues(data: RunData) -> CuesView | None:
     comparison = data.summary.cue_comparison
     if comparison is None:
         return None
@@ -626,7 +637,7 @@ def _cues(data: RunData) -> dict[str, Any] | None:
             for k, v in meta.items()
             if k in ("dataset", "view", "statistic", "unit") and v is not None
         )
-    return {"summary": summary, "rows": rows, "described": described}
+    return CuesView(summary, described, rows)
 
 
 def _calibration(data: RunData) -> list[tuple[str, str]] | None:
@@ -637,7 +648,7 @@ def _calibration(data: RunData) -> list[tuple[str, str]] | None:
         ("openings source", calibration.source or "—"),
         (
             "calibrated from the model's generations",
-            {True: "yes", False: "no"}.get(calibration.calibrated, "—"),  # type: ignore[arg-type]
+            "—" if calibration.calibrated is None else ("yes" if calibration.calibrated else "no"),
         ),
         ("refusal openings", ", ".join(calibration.refusal_openings)),
         ("compliance openings", ", ".join(calibration.compliance_openings)),
