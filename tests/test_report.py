@@ -7,6 +7,8 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from probe.errors import ProbeError
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
@@ -421,3 +423,71 @@ def test_flip_rates_fall_back_to_attacks_when_the_lexicon_has_none(run_dir):
     share = rows[("share", "refusal")]
     assert share.rate == 0.5 and share.counts == "1/2" and share.low < 0.5 < share.high
     assert rows[("what", "compliance")].counts == "1/1"
+
+
+# ------------------------------------------------------------------ any JSON, no traceback
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+_FIELDS = {
+    "summary.json": ["model", "status", "metrics", "counts", "notes", "config", "versions",
+                     "margin_calibration", "data_cue_comparison", "ground_truth_triggers",
+                     "stages_completed", "resumed", "world_size", "timings_s"],
+    "attributions.jsonl": ["id", "prompt", "label", "words", "scores", "spans", "margin",
+                           "method", "image", "image_map"],
+    "responses.jsonl": ["id", "response", "judged_refusal", "label"],
+    "attacks.jsonl": ["id", "original", "variant", "position", "old_word", "new_word", "target",
+                      "flipped", "margin_before", "margin_after", "judged_refusal_before",
+                      "judged_refusal_after", "response_after", "kind", "constraints"],
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_field_values_render_without_a_traceback(tmp_path_factory, data):
+    """Every field of every file gets arbitrary JSON: the view and both templates still
+    render (figures are drawn from the same typed records, so they are left out for speed)."""
+    from probe.report import load_run
+    from probe.report.figures import Figures
+    from probe.report.render import render_template
+    from probe.report.view import build_view
+
+    run = tmp_path_factory.mktemp("fuzz")
+    for name, fields in _FIELDS.items():
+        records = [
+            {f: data.draw(_JSON, label=f"{name}:{f}") for f in fields}
+            for _ in range(1 if name == "summary.json" else 2)
+        ]
+        if name == "attributions.jsonl":  # one usable heatmap line among the arbitrary ones
+            records.append({"id": 1, "prompt": "a b", "words": ["a", "b"], "scores": [1, "x"]})
+        body = json.dumps(records[0]) if name == "summary.json" else "\n".join(
+            json.dumps(r) for r in records
+        )
+        (run / name).write_text(body + "\n", encoding="utf-8")
+    view = build_view(load_run(run), Figures(run / "figures"))
+    html = render_template("report.html.j2", {"view": view})
+    md = render_template("report.md.j2", {"view": view})
+    assert html.startswith("<!doctype html>") and md.startswith("# probe audit: ")
+    assert "<script" not in html.lower()
+
+
+def test_numbers_near_the_float_limit_still_draw_every_figure(tmp_path):
+    huge = 1e308
+    write_summary(tmp_path, {"model": "m"})
+    attribution = _attribution(1, "Share a b", "harmful")
+    attribution.update(scores=[huge, -huge, 1e-300], margin=huge, image_map=[[huge, -huge]])
+    write_jsonl(tmp_path / "attributions.jsonl", [attribution, {**attribution, "margin": -huge}])
+    edit = {"id": "x1", "original": "a b", "variant": "c b", "margin_before": huge,
+            "margin_after": -huge, "flipped": True}
+    write_jsonl(tmp_path / "attacks.jsonl", [edit])
+    entries = [
+        LexiconEntry("w", "refusal", huge, -huge, huge, 3, 0.1, 0.1),
+        LexiconEntry("v", "compliance", -huge, -huge, huge, 3, 0.1, 0.1, None, 5.0, -huge, huge),
+    ]
+    write_lexicon(tmp_path, TriggerLexicon(entries))
+    render_report(tmp_path)
+    drawn = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert drawn == {"lexicon.png", "flip_rates.png", "margins.png", "heatmaps.png",
+                     "image_0000.png", "image_0001.png"}

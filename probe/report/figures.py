@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from probe.report.reader import RunData
 
 MANIFEST = ".probe-figures.json"
+# Values beyond this are drawn at it: matplotlib overflows on numbers near the float limit, and
+# no margin, effect or attribution of that size is meaningful anyway.
+PLOT_LIMIT = 1e12
 CAPTIONS = {
     "lexicon.png": "Top trigger words with 95% bootstrap intervals",
     "flip_rates.png": "Verified flip rate per trigger word with 95% Wilson intervals",
@@ -53,6 +56,15 @@ class Figures:
     image_of: dict[int, str] = field(default_factory=dict)
 
 
+def plotted(value: float) -> float:
+    """``value`` clipped to the plottable range [-PLOT_LIMIT, PLOT_LIMIT]."""
+    return max(-PLOT_LIMIT, min(PLOT_LIMIT, value))
+
+
+def _share(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -67,7 +79,9 @@ def _lexicon_figure(lexicon: TriggerLexicon, path: Path, k: int = 10) -> bool:
     for entry in lexicon.ranked("refusal")[:k] + lexicon.ranked("compliance")[:k]:
         effect = number(entry.effect)
         if effect is not None:
-            low, high = number(entry.ci_low), number(entry.ci_high)
+            bounds = (number(entry.ci_low), number(entry.ci_high))
+            low, high = (None if v is None else plotted(v) for v in bounds)
+            effect = plotted(effect)
             rows.append((str(entry.word), entry.direction, effect, low, high, entry.support))
     if not rows:
         return False
@@ -103,7 +117,9 @@ def _lexicon_figure(lexicon: TriggerLexicon, path: Path, k: int = 10) -> bool:
 
 
 def _flip_rate_figure(rows: list[FlipRateRow], path: Path, k: int = 20) -> bool:
-    rows = rows[:k]
+    rows = [
+        replace(r, rate=_share(r.rate), low=_share(r.low), high=_share(r.high)) for r in rows[:k]
+    ]
     if not rows:
         return False
     plt = _pyplot()
@@ -129,13 +145,13 @@ def _margin_figure(data: RunData, path: Path) -> bool:
     by_label: dict[str, list[float]] = {}
     for record in data.attributions:
         if record.margin is not None:
-            by_label.setdefault(record.label or "unlabelled", []).append(record.margin)
+            by_label.setdefault(record.label or "unlabelled", []).append(plotted(record.margin))
     edits: dict[str, tuple[list[float], list[float]]] = {}
     for edit in data.attacks:
         if edit.margin_before is not None and edit.margin_after is not None:
             pair = edits.setdefault(edit.target, ([], []))
-            pair[0].append(edit.margin_before)
-            pair[1].append(edit.margin_after)
+            pair[0].append(plotted(edit.margin_before))
+            pair[1].append(plotted(edit.margin_after))
     panels = (["labels"] if by_label else []) + [d for d in ("compliance", "refusal") if d in edits]
     if not panels:
         return False
@@ -262,7 +278,7 @@ def _image_figure(data: RunData, record: AttributionRecord, path: Path) -> bool:
 
     if record.image_map is None:
         return False
-    array = np.asarray(record.image_map, dtype=float)
+    array = np.clip(np.asarray(record.image_map, dtype=float), -PLOT_LIMIT, PLOT_LIMIT)
     image_path = _find_image(data, record.image)
     image = _open_image(image_path) if image_path is not None else None
     plt = _pyplot()
