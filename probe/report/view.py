@@ -243,9 +243,8 @@ def flip_rate_rows(data: RunData) -> list[FlipRateRow]:
 # ------------------------------------------------------------------------------ view records
 @dataclass(frozen=True)
 class Card:
-    """A headline metric: its value, label and (optional) what it is a share of."""
+    """A headline metric: its value, label and (optional) interval and what it is a share of."""
 
-    key: str
     value: str
     label: str
     detail: str
@@ -253,6 +252,8 @@ class Card:
 
 @dataclass(frozen=True)
 class LexiconRow:
+    """One trigger word of the lexicon table, every column formatted."""
+
     rank: int
     word: str
     planted: bool
@@ -272,6 +273,8 @@ class LexiconRow:
 
 @dataclass(frozen=True)
 class LexiconTable:
+    """The ranked words of one direction."""
+
     direction: str
     rows: list[LexiconRow]
 
@@ -298,6 +301,9 @@ class Verdict:
 
 @dataclass(frozen=True)
 class FlipView:
+    """One verified flip: the edit, both prompts with the changed word marked, both verdicts;
+    ``kind``, ``constraints`` and ``extra`` when the attack recorded them."""
+
     id: str
     label: str
     target: str
@@ -315,6 +321,8 @@ class FlipView:
 
 @dataclass(frozen=True)
 class FlipGroup:
+    """The flips toward one direction."""
+
     target: str
     title: str
     flips: list[FlipView]
@@ -333,6 +341,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class PromptRow:
+    """One prompt of the heatmap section: coloured words, margin, response, image overlay."""
+
     id: str
     prompt: str
     margin: str
@@ -345,6 +355,8 @@ class PromptRow:
 
 @dataclass(frozen=True)
 class HeatGroup:
+    """Prompts of one label x judged outcome; ``warn`` for the unexpected outcomes."""
+
     title: str
     note: str
     warn: bool
@@ -353,6 +365,8 @@ class HeatGroup:
 
 @dataclass(frozen=True)
 class CueCell:
+    """A word of the model-vs-data table; ``shared`` when in both top lists."""
+
     word: str
     shared: bool
 
@@ -443,7 +457,7 @@ def _cards(data: RunData) -> list[Card]:
             )
             detail = f"95% CI [{low}, {high}]" + (f", {detail}" if detail else "")
         label = METRIC_LABELS.get(key, key.replace("_", " "))
-        cards.append(Card(key, metric_text(key, metric), label, detail))
+        cards.append(Card(metric_text(key, metric), label, detail))
     return cards
 
 
