@@ -113,6 +113,8 @@ class RefusalClassifier:
             raise ProbeError("classifier weights: vocabulary, idf and coef must match, non-empty")
         if len(set(vocabulary)) != len(vocabulary):
             raise ProbeError("classifier weights: repeated vocabulary entries")
+        if window < 1 or not 1 <= ngram_range[0] <= ngram_range[1]:
+            raise ProbeError(f"classifier weights: bad window {window} or n-grams {ngram_range}")
         if threshold is not None and not 0 < threshold < 1:
             raise ProbeError(f"classifier weights: threshold must be in (0, 1), got {threshold}")
         self.vocabulary = list(vocabulary)
