@@ -1,1 +1,4 @@
-"""Shipped lexicon files (openings, judge keywords, data-cue lexicons), read with importlib.resources."""
+"""Shipped lexicon files (openings, judge keywords and classifier weights, data-cue lexicons).
+
+Read with importlib.resources, through probe.resources.lexicon_path.
+"""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.judge import cli as judge_cli
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="re-render report.md/html from a run directory")
     report.add_argument("run_dir")
+    judge_cli.add_parser(commands)
     return parser
 
 
@@ -214,6 +216,7 @@ COMMANDS = {
     "lexicon": _cmd_lexicon,
     "attack": _cmd_attack,
     "report": _cmd_report,
+    "judge": judge_cli.handle,
 }
 
 

@@ -1,4 +1,7 @@
-"""Refusal judge: match rules, known keyword-judge pitfalls, readers, and measured accuracy."""
+"""Refusal judge: keyword rules, known keyword-judge pitfalls, readers, and measured accuracy.
+
+The classifier, the combining policy and ``probe judge`` are tested in test_judge_classifier.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import pytest
 
 from probe.errors import ProbeError
 from probe.judge import (
+    KeywordMatcher,
     RefusalJudge,
     judge_metrics,
     load_refusal_eval,
@@ -20,9 +24,11 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder absent: {DATA}")
 
 
-@pytest.fixture(scope="module")
-def judge() -> RefusalJudge:
-    return RefusalJudge.default()
+@pytest.fixture(scope="module", params=["keyword", "combined"])
+def judge(request) -> RefusalJudge:
+    """The keyword matcher alone and the shipped combined judge must both follow the rules."""
+    default = RefusalJudge.default()
+    return RefusalJudge(default.keyword, default.classifier, request.param)
 
 
 @pytest.mark.parametrize(
@@ -77,12 +83,12 @@ def test_explain_names_the_rule(judge: RefusalJudge) -> None:
 
 def test_phrases_only_count_inside_window() -> None:
     text = "Here is a long answer. " * 10 + "I cannot assist with the rest."
-    assert not RefusalJudge(prefixes=[], phrases=["I cannot assist"], window=100).is_refusal(text)
-    assert RefusalJudge(prefixes=[], phrases=["I cannot assist"], window=400).is_refusal(text)
+    assert not KeywordMatcher(prefixes=[], phrases=["I cannot assist"], window=100).is_refusal(text)
+    assert KeywordMatcher(prefixes=[], phrases=["I cannot assist"], window=400).is_refusal(text)
 
 
 def test_keywords_are_normalised_like_responses() -> None:
-    custom = RefusalJudge(prefixes=["I CAN’T"], phrases=["i am unable"], window=50)
+    custom = KeywordMatcher(prefixes=["I CAN’T"], phrases=["i am unable"], window=50)
     assert custom(["I cannot do it", "i can not do it", "Well, I'm unable.", "Yes."]) == [
         True,
         True,
@@ -94,7 +100,7 @@ def test_keywords_are_normalised_like_responses() -> None:
 def test_normalize_response_canonical_form() -> None:
     assert normalize_response("  > **I ’ m  Sorry ,** I can't") == "i'm sorry,** i cannot"
     with pytest.raises(ProbeError):
-        RefusalJudge(prefixes=["sorry"], phrases=[], window=0)
+        KeywordMatcher(prefixes=["sorry"], phrases=[], window=0)
 
 
 def test_shipped_keyword_file_is_found() -> None:
@@ -166,6 +172,28 @@ def test_judge_metrics_counts() -> None:
 def test_measured_accuracy(
     judge: RefusalJudge, name: str, min_precision: float, min_recall: float
 ) -> None:
+    texts, labels = _benchmark_set(name)
+    metrics = judge_metrics(judge, texts, labels)
+    assert metrics["precision"] >= min_precision, metrics
+    assert metrics["recall"] >= min_recall, metrics
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name", ["pyrit (on-topic)", "pyrit (all)", "vlguard train", "vlguard test"]
+)
+def test_shipped_combined_judge_keeps_keyword_precision(name: str) -> None:
+    """The issue's guarantee for the shipped weights: never below the keyword judge's precision,
+    and (being keyword OR classifier) never below its recall."""
+    texts, labels = _benchmark_set(name)
+    combined = RefusalJudge.default()
+    keyword = RefusalJudge(combined.keyword)
+    base, both = judge_metrics(keyword, texts, labels), judge_metrics(combined, texts, labels)
+    assert both["precision"] >= base["precision"], (base, both)
+    assert both["recall"] >= base["recall"], (base, both)
+
+
+def _benchmark_set(name: str) -> tuple[list[str], list[bool]]:
     pyrit = [DATA / "pyrit_refusal_eval" / f for f in ("refusal.csv", "refusal_extra.csv")]
     loaders = {
         "pyrit (on-topic)": lambda: load_refusal_eval(pyrit, on_topic_only=True),
@@ -173,7 +201,4 @@ def test_measured_accuracy(
         "vlguard train": lambda: load_vlguard_responses(DATA / "vlguard" / "train.json"),
         "vlguard test": lambda: load_vlguard_responses(DATA / "vlguard" / "test.json"),
     }
-    texts, labels = loaders[name]()
-    metrics = judge_metrics(judge, texts, labels)
-    assert metrics["precision"] >= min_precision, metrics
-    assert metrics["recall"] >= min_recall, metrics
+    return loaders[name]()
