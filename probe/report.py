@@ -22,7 +22,14 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 from probe.lexicon_table import DIRECTIONS, LexiconEntry, TriggerLexicon
-from probe.rundir import read_jsonl, write_jsonl, write_lexicon, write_summary  # noqa: F401
+from probe.rundir import (  # noqa: F401
+    read_jsonl,
+    remove_own_figures,
+    write_figure_manifest,
+    write_jsonl,
+    write_lexicon,
+    write_summary,
+)
 
 METRIC_LABELS = {
     "refusal_rate_harmful": "Refusal rate, harmful prompts",
@@ -536,19 +543,16 @@ def _render_figures(data: RunData, figures: Path) -> dict[str, str]:
         "margins.png": lambda p: _margin_figure(data, p),
         "heatmaps.png": lambda p: _heatmap_figure(data, p),
     }
+    remove_own_figures(figures)  # only what probe drew before (the manifest); a user's stay
     for name, make in makers.items():
-        path = figures / name
-        if make(path):
+        if make(figures / name):
             drawn[name] = FIGURES[name]
-        elif path.exists():
-            path.unlink()
-    for stale in figures.glob("image_*.png"):
-        stale.unlink()
     for index, record in enumerate(data.attributions):
         name = f"image_{index:04d}.png"
         if _image_figure(data, record, figures / name):
             record["_image_figure"] = name
             drawn[name] = f"image attribution for {record.get('id')}"
+    write_figure_manifest(figures, drawn)
     return drawn
 
 

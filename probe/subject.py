@@ -128,6 +128,7 @@ class Subject:
         batch_size: int = 16,
         margin: MarginConfig | None = None,
         threads: int | None = None,
+        device_map: str | None = None,
     ) -> Subject:
         """Load a local folder, a hub id, or a GGUF file through transformers' own loaders.
 
@@ -151,14 +152,16 @@ class Subject:
             kwargs["gguf_file"] = gguf_file
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
+            placement = {"device_map": device_map} if device_map else {}
             model = AutoModelForCausalLM.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **placement
             )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ProbeError(f"cannot load model {model_id!r}: {first}") from None
         try:
-            model.to(device)
+            if not device_map:  # with a device map, accelerate has placed the weights
+                model.to(device)
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)

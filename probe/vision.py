@@ -182,6 +182,7 @@ class VisionSubject(Subject):
         batch_size: int = 16,
         margin: MarginConfig | None = None,
         threads: int | None = None,
+        device_map: str | None = None,
     ) -> VisionSubject:
         """Load a VLM folder or hub id through AutoProcessor + AutoModelForImageTextToText."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -193,8 +194,9 @@ class VisionSubject(Subject):
         kwargs = {"trust_remote_code": trust_remote_code}
         try:
             processor = AutoProcessor.from_pretrained(model_id, **kwargs)
+            placement = {"device_map": device_map} if device_map else {}
             model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **placement
             )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -202,7 +204,8 @@ class VisionSubject(Subject):
         if not hasattr(processor, "tokenizer"):
             raise ProbeError(f"{model_id}: the processor has no tokenizer")
         try:
-            model.to(device)
+            if not device_map:  # with a device map, accelerate has placed the weights
+                model.to(device)
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)
