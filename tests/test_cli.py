@@ -20,6 +20,7 @@ import torch
 
 import probe.audit
 import probe.demo
+import probe.pipeline
 from probe.cli import EXIT_INTERRUPTED, main
 from probe.errors import ProbeError
 from probe.lexicon_table import TriggerLexicon
@@ -56,6 +57,7 @@ def no_model(monkeypatch, probe_cache_dir):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
+    monkeypatch.setattr(probe.pipeline, "load_subject", forbidden)
     monkeypatch.setattr(probe.audit, "load_subject", forbidden)
     monkeypatch.setattr(probe.demo, "train_demo_model", forbidden)
     monkeypatch.setattr("probe.subject.Subject.load", forbidden)
