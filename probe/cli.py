@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.parallel import is_main_process
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -186,14 +187,16 @@ def _cmd_audit(args: argparse.Namespace) -> None:
     from probe.audit import run_audit
 
     run_dir = run_audit(_config(args))
-    print(f"probe: report written to {run_dir / 'report.html'}")
+    if is_main_process():
+        print(f"probe: report written to {run_dir / 'report.html'}")
 
 
 def _cmd_attribute(args: argparse.Namespace) -> None:
     from probe.audit import run_attribute
 
     count = run_attribute(_config(args, out="-"), args.out)
-    print(f"probe: {count} attributions written to {args.out}")
+    if is_main_process():
+        print(f"probe: {count} attributions written to {args.out}")
 
 
 def lexicon_paths(out: Path) -> tuple[Path, Path]:
@@ -260,6 +263,8 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     if not Path(args.lexicon).is_file():
         raise ProbeError(f"lexicon file not found: {args.lexicon}")
     result = run_attack(_config(args, out="-"), args.lexicon, args.out)
+    if not is_main_process():
+        return
     print(
         json.dumps(
             {

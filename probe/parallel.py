@@ -19,6 +19,11 @@ from probe.errors import ProbeError
 T = TypeVar("T")
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that speaks and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place among the processes sharing a run."""

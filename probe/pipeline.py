@@ -313,6 +313,8 @@ class Stage:
         if self.parts is not None and self.parts.is_dir():
             for part in self.parts.glob(f"{self.path.name}.rank*"):
                 part.unlink()
+            if not any(self.parts.iterdir()):
+                self.parts.rmdir()
 
 
 @dataclass
