@@ -295,7 +295,7 @@ def interrupted_run(demo_cache, tmp_path_factory):
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(probe.audit.OneWordAttack, "run", interrupt)
+        mp.setattr(probe.pipeline.OneWordAttack, "run", interrupt)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main(["audit", "--out", str(out)])
     return code, stdout.getvalue(), stderr.getvalue(), out
@@ -305,7 +305,7 @@ def test_interrupted_audit_keeps_what_it_wrote(interrupted_run):
     code, _, err, out = interrupted_run
     assert code == EXIT_INTERRUPTED == 130
     assert "Traceback" not in err
-    assert str(out) in err
+    assert str(out) in err and "rerun the same command to resume" in err
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted"
     assert {"load", "attribute", "lexicon"} <= set(summary["stages_completed"])
