@@ -74,18 +74,21 @@ class World:
         return box[0]
 
     def on_main(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on rank 0 and share its result; a ``ProbeError`` there fails every rank."""
+        """Run ``work`` on rank 0 and share its result; an error there fails every rank."""
+        if self.size == 1:
+            return work()
         result: tuple[bool, object] = (True, None)
+        failure: BaseException | None = None
         if self.is_main:
             try:
                 result = (True, work())
-            except ProbeError as exc:
-                result = (False, str(exc))
+            except Exception as exc:  # noqa: BLE001 - re-raised here, reported to the others
+                failure, result = exc, (False, str(exc))
         ok, value = self.broadcast(result)
+        if failure is not None:
+            raise failure
         if not ok:
-            if self.is_main:
-                raise ProbeError(str(value))
-            raise ProbeError(f"rank 0: {value}")
+            raise ProbeError(f"rank 0 stopped: {value}")
         return value  # type: ignore[return-value]
 
     def barrier(self) -> None:
