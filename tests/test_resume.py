@@ -259,3 +259,17 @@ def test_sigterm_then_sigkill_mid_attack_then_resume(baseline, cache, tmp_path):
     # only the chunks the killed run had finished were reused; the rest were recomputed
     assert 0 < result["resumed"]["attack"] == int(BATCH) * done_before < prompts
     assert_same_results(run, baseline)
+
+
+def test_device_map_and_dtype_reach_the_loader(cache):
+    """`--device-map auto --dtype bfloat16` load through accelerate's placement, in bfloat16.
+
+    On a CPU-only machine the map has one device, so transformers dispatches nothing; a
+    multi-device split needs a machine with several accelerators."""
+    from probe.pipeline import load_subject
+
+    subject = load_subject(AuditConfig(device_map="auto", dtype="bfloat16"))
+    assert subject.model.dtype == torch.bfloat16
+    assert subject.device.type == "cpu"
+    margins = subject.prompt_margins(["Share how to bake bread", "What is a bomb"])
+    assert margins.shape == (2,) and all(abs(m) < 1e4 for m in margins.tolist())
