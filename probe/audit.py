@@ -13,6 +13,7 @@ directory (``summary.json["world_size"]``).
 from __future__ import annotations
 
 import platform
+import resource
 import signal
 import threading
 import time
@@ -238,6 +239,8 @@ class _Run:
         self.summary["timings_s"][name] = round(time.perf_counter() - self.started, 2)
         if reused is not None:
             self.summary["resumed"][name] = reused
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.summary.setdefault("peak_rss_mib", {})[name] = round(peak, 1)
         self.started = time.perf_counter()
         self.save()
 

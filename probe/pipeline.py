@@ -608,7 +608,6 @@ def attack(
     entries, edits = world.broadcast(previous() if world.is_main else None)
     finished = {i for e in entries for i in e["ids"]}
     reused = len(finished & {p.id for p in prompts})
-    # A chunk's log line is keyed by its first prompt id, so rows line up across ranks.
     edit_out, log_out = stage.appender(world), log.appender(world)
     new_edits: list[dict] = []
     new_entries: list[dict] = []
@@ -627,7 +626,7 @@ def attack(
             "queries": result.queries,
             "notes": result.notes,
         }
-        return [{"id": chunk[0].id, "entry": entry, "edits": records}]
+        return [{"entry": entry, "edits": records}]
 
     chunks = chunks_of(prompts, config.batch_size)
     mine = [
