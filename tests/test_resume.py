@@ -273,3 +273,32 @@ def test_device_map_and_dtype_reach_the_loader(cache):
     assert subject.device.type == "cpu"
     margins = subject.prompt_margins(["Share how to bake bread", "What is a bomb"])
     assert margins.shape == (2,) and all(abs(m) < 1e4 for m in margins.tolist())
+
+
+def test_interrupted_attribute_keeps_its_records_and_resumes(baseline, tmp_path, monkeypatch):
+    """Ctrl-C in `probe attribute` after two chunks: both are on disk, the rerun adds the rest."""
+    from probe.attribution.occlusion import _OneWordOcclusion
+
+    original = _OneWordOcclusion.attribute
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    out = tmp_path / "a.jsonl"
+    with monkeypatch.context() as mp:
+        mp.setattr(_OneWordOcclusion, "attribute", interrupted)
+        code, _, err = audit("attribute", "--out", out, "--batch-size", BATCH)
+    assert code == 130 and str(out) in err and "resume" in err
+    kept = out.read_text(encoding="utf-8").splitlines()
+    assert len(kept) == 2 * int(BATCH)
+    state = json.loads((tmp_path / ".a.jsonl.probe" / "summary.json").read_text())
+    assert state["status"] == "interrupted"
+    code, _, err = audit("attribute", "--out", out, "--batch-size", BATCH)
+    assert code == 0, err
+    state = json.loads((tmp_path / ".a.jsonl.probe" / "summary.json").read_text())
+    assert state["resumed"]["attribute"] == 2 * int(BATCH)
+    assert out.read_bytes() == (baseline / "attributions.jsonl").read_bytes()
