@@ -30,7 +30,7 @@ from probe.attack import AttackResult, write_flip_rates
 from probe.builtin import builtin_model
 from probe.errors import ProbeError
 from probe.lexicon_table import TriggerLexicon, compare_lexicons
-from probe.nlp import word_normaliser
+from probe.nlp import universal_tags, word_normaliser, wordnet_synonyms
 from probe.parallel import World
 from probe.pipeline import (
     AuditConfig,
@@ -404,9 +404,18 @@ def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerL
                 )
         return lexicon
 
+    if not world.is_main:
+        warm_language_data()  # while rank 0 fits: the attack's tagger and WordNet load here
     lexicon = world.broadcast(fit() if world.is_main else None)
     run.stage("lexicon")
     return lexicon
+
+
+def warm_language_data() -> None:
+    """Load the POS tagger and WordNet now (first use costs seconds), if they are installed."""
+    universal_tags(["Tell", "me", "how"])
+    wordnet_synonyms("tell", "VERB")
+    word_normaliser(lemmatize=True)("tells")
 
 
 def _finish(run, subject, prompts, responses, output, calibration, result, failures) -> None:
