@@ -1,146 +1,138 @@
-"""The audit pipeline: Subject -> Attributor -> LexiconBuilder -> OneWordAttack -> Report.
+"""``probe audit`` and the stage commands, driven through the stage functions of ``probe.pipeline``.
 
-Each stage's output is written to the run directory as soon as it exists, and summary.json
-records which stages finished, so an interrupted or failing run keeps what it already wrote.
+An audit writes one run directory (``probe.rundir``): created by probe or carrying its marker,
+locked while the run is active, with every per-prompt record appended as it is made. Rerunning
+with the same ``--out`` resumes: each stage reuses the records already written (counted in
+``summary.json["resumed"]``) and a changed setting is refused unless ``--fresh`` is given.
+SIGINT and SIGTERM end the run with an honest status ("interrupted" / "terminated"); a run
+killed outright keeps status "running" under a lock that died with it. Under ``torchrun`` or
+``accelerate launch`` the stages are shared out across the processes and rank 0 writes the run
+directory (``summary.json["world_size"]``).
 """
 
 from __future__ import annotations
 
 import platform
+import resource
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import probe
-from probe.attack import OneWordAttack, write_flip_rates
-from probe.attribution import get_attributor
-from probe.attribution.image import attribute_images
-from probe.cues import DataCueMiner
-from probe.data import Prompt, balanced_head, load_prompts
-from probe.demo import TRIGGERS, demo_prompts, demo_training_prompts, ensure_demo_model
-from probe.demo_vlm import TRIGGERS as VLM_TRIGGERS
-from probe.demo_vlm import demo_vlm_prompts, demo_vlm_training_prompts, ensure_demo_vlm_model
+from probe.attack import AttackResult, write_flip_rates
+from probe.builtin import builtin_model
 from probe.errors import ProbeError
-from probe.judge import RefusalJudge
-from probe.lexicon import LexiconBuilder
 from probe.lexicon_table import TriggerLexicon, compare_lexicons
-from probe.margin import calibrate_openings
-from probe.nlp import word_normaliser
+from probe.nlp import universal_tags, word_normaliser, wordnet_synonyms
+from probe.parallel import World
+from probe.pipeline import (
+    AuditConfig,
+    Stage,
+    StageOutput,
+    attack,
+    attribute,
+    attributions_of,
+    build_attributor,
+    build_judge,
+    build_lexicon,
+    calibrate,
+    check_config,
+    config_differences,
+    generate_and_judge,
+    identity,
+    load_audit_prompts,
+    load_data_cues,
+    load_subject,
+    prepare_prompts,
+    prompts_fingerprint,
+)
 from probe.report import render_report
-from probe.resources import lexicon_path
-from probe.rundir import write_jsonl, write_lexicon, write_summary
-from probe.subject import Subject
-from probe.vision import VisionSubject, attach_images, load_subject_any
+from probe.rundir import (
+    DERIVED_FILES,
+    STATE,
+    Appender,
+    RunDir,
+    check_output,
+    read_appended,
+    read_summary,
+    remove_own_figures,
+    write_lexicon,
+    write_summary,
+)
+from probe.vision import VisionSubject
+
+__all__ = [
+    "AuditConfig",
+    "RunStopped",
+    "load_audit_prompts",
+    "load_data_cues",
+    "load_subject",
+    "prepare_prompts",
+    "run_attack",
+    "run_attribute",
+    "run_audit",
+]
+
+STAGES = ("generate", "attribute", "attack")
 
 
-@dataclass
-class AuditConfig:
-    """Everything that determines an audit (also written to summary.json)."""
+class RunStopped(KeyboardInterrupt):
+    """A run stopped by a signal (SIGTERM); Ctrl-C stays a plain ``KeyboardInterrupt``."""
 
-    model: str = "demo"
-    prompts: str | None = None
-    format: str | None = None
-    out: str = "probe-report"
-    method: str = "occlusion"
-    device: str = "cpu"
-    dtype: str = "auto"
-    batch_size: int = 16
-    max_prompts: int | None = None
-    seed: int = 0
-    gguf_file: str | None = None
-    chat_template: str | None = None
-    trust_remote_code: bool = False
-    max_new_tokens: int = 24
-    top_k_triggers: int = 5
-    min_support: int = 3
-    data_cues: str | None = None
-    threads: int | None = None
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.signal_name = name
 
 
-def load_subject(config: AuditConfig) -> Subject:
-    """The model named by ``config.model``: a built-in demo, a folder, a GGUF file or a hub id.
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM into ``RunStopped`` for the block, so a run can record why it ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    A folder whose config has a vision part loads as a ``VisionSubject``."""
-    template = None
-    if config.chat_template:
-        path = Path(config.chat_template)
-        if not path.is_file():
-            raise ProbeError(f"chat template file not found: {path}")
-        template = path.read_text(encoding="utf-8")
-    source: str | Path = config.model
-    if config.model == "demo":
-        source = ensure_demo_model(config.seed)
-    elif config.model == "demo-vlm":
-        source = ensure_demo_vlm_model(config.seed)
-    return load_subject_any(
-        source,
-        gguf_file=config.gguf_file,
-        device=config.device,
-        dtype=config.dtype,
-        chat_template=template,
-        trust_remote_code=config.trust_remote_code,
-        batch_size=config.batch_size,
-        threads=config.threads,
-    )
+    def stop(signum, frame):
+        raise RunStopped(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
-def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
-    if config.prompts is None:
-        if config.model not in ("demo", "demo-vlm"):
-            raise ProbeError("--prompts FILE is required for a model other than the demo")
-        if config.model == "demo-vlm":
-            prompts = demo_vlm_prompts(config.seed)
-        else:
-            prompts = demo_prompts(config.seed)
-    else:
-        prompts = load_prompts(config.prompts, config.format)
-    if config.max_prompts is not None:
-        if config.max_prompts < 1:
-            raise ProbeError("--max-prompts must be at least 1")
-        prompts = balanced_head(prompts, config.max_prompts)
-    return prompts
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while the final status is written (a second Ctrl-C waits)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
-def prepare_prompts(
-    subject: Subject, prompts: list[Prompt], method: str | None = None
-) -> list[Prompt]:
-    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images.
-
-    With ``method``, also checks that the attribution method can handle image prompts.
-    """
-    if not isinstance(subject, VisionSubject):
-        return prompts
-    if method is not None and any(p.image is not None for p in prompts):
-        if not get_attributor(method).supports_images:
-            raise ProbeError(
-                f"method {method!r} does not support prompts with images yet; use occlusion, "
-                "occlusion-baseline, leave-one-out, shapley or lime"
-            )
-    return attach_images(prompts)
+def stop_status(exc: BaseException) -> str:
+    return "terminated" if isinstance(exc, RunStopped) else "interrupted"
 
 
-def load_data_cues(config: AuditConfig) -> TriggerLexicon | None:
-    """The data-level cue lexicon to compare the model's triggers with, if any.
-
-    ``--data-cues`` names a lexicon file (``probe lexicon --dataset ...``) or a shipped one by
-    stem (e.g. ``vlguard_cues``). The demo's default is the cue lexicon of its own training set.
-    """
-    if config.data_cues:
-        path = Path(config.data_cues)
-        if not path.is_file() and not path.suffix:
-            path = lexicon_path(f"{config.data_cues}.json")
-        return TriggerLexicon.from_json(path)
-    if config.model in ("demo", "demo-vlm"):
-        if config.model == "demo-vlm":
-            train = demo_vlm_training_prompts(config.seed)
-        else:
-            train = demo_training_prompts(config.seed)
-        miner = DataCueMiner(view="any").fit([p.prompt for p in train], [p.label for p in train])
-        return miner.lexicon_
-    return None
+def _versions() -> dict:
+    return {
+        "probe": probe.__version__,
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -162,136 +154,435 @@ def _reliance_metrics(prompts, attributions, refused: dict[str, bool]) -> dict:
     }
 
 
-def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
-    """Run the whole audit; returns the run directory."""
-    torch.manual_seed(config.seed)
-    attributor = get_attributor(config.method)  # fails fast on an unknown method
-    prompts = load_audit_prompts(config)
-    run_dir = Path(config.out)
+def open_run(path: Path, config: AuditConfig, fingerprint: str) -> tuple[RunDir, dict | None]:
+    """Create or reopen the run directory, locked; check that a previous run matches.
+
+    Returns the run and the previous summary (None for a new run or ``--fresh``). Derived files
+    of a previous attempt (lexicon, report, figures) are removed, so a failing rerun never
+    shows stale results beside its own summary.
+    """
+    run = RunDir.open(path)
     try:
-        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProbeError(f"cannot create output folder {run_dir}: {exc.strerror}") from None
+        previous = read_summary(path)
+        if config.fresh:
+            run.clear()
+            previous = None
+        elif previous is not None:
+            differences = config_differences(previous.get("config") or {}, identity(config))
+            if previous.get("prompts_sha256") != fingerprint:
+                differences.append("prompts: the prompt set differs")
+            if differences:
+                raise ProbeError(
+                    f"{path} holds a run with other settings ({'; '.join(differences)}); "
+                    "rerun with --fresh to replace it, or choose another --out"
+                )
+        elif config.resume:
+            raise ProbeError(f"nothing to resume: {path} holds no probe run")
+        for name in DERIVED_FILES:
+            if name != "summary.json":
+                (path / name).unlink(missing_ok=True)
+        remove_own_figures(path / "figures")
+    except BaseException:
+        run.close()
+        raise
+    return run, previous
+
+
+class _Failures:
+    """failures.jsonl: per-prompt failures, by the stage they happened in (rank 0 writes)."""
+
+    def __init__(self, path: Path | None, world: World) -> None:
+        self.path = path
+        self.world = world
+        records = read_appended(path) if path is not None and world.is_main else []
+        self.records: list[dict] = world.broadcast(records)
+
+    def at(self, stage: str) -> set[str]:
+        """Prompt ids that failed at ``stage`` or at an earlier stage."""
+        upto = STAGES[: STAGES.index(stage) + 1]
+        return {f["id"] for f in self.records if f.get("stage") in upto}
+
+    def add(self, stage: str, failures: list[dict], attempted: int) -> None:
+        if failures and len(failures) >= attempted:
+            first = failures[0]
+            raise ProbeError(
+                f"every prompt failed in stage {stage}; prompt {first['id']}: {first['error']}"
+            )
+        self.records += failures
+        if failures and self.path is not None and self.world.is_main:
+            out = Appender(self.path)
+            out.write(failures)
+            out.close()
+
+    def summary(self) -> dict:
+        by_stage: dict[str, int] = {}
+        for f in self.records:
+            by_stage[f["stage"]] = by_stage.get(f["stage"], 0) + 1
+        return {"count": len(self.records), "by_stage": by_stage}
+
+
+class _Run:
+    """One run's bookkeeping on rank 0: the summary, written after each stage."""
+
+    def __init__(self, folder: Path | None, summary: dict, world: World) -> None:
+        self.folder = folder
+        self.summary = summary
+        self.world = world
+        self.started = time.perf_counter()
+
+    def save(self) -> None:
+        if self.folder is not None and self.world.is_main:
+            write_summary(self.folder, self.summary)
+
+    def stage(self, name: str, reused: int | None = None) -> None:
+        self.summary["stages_completed"].append(name)
+        self.summary["timings_s"][name] = round(time.perf_counter() - self.started, 2)
+        if reused is not None:
+            self.summary["resumed"][name] = reused
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.summary.setdefault("peak_rss_mib", {})[name] = round(peak, 1)
+        self.started = time.perf_counter()
+        self.save()
+
+
+def _new_summary(
+    config: AuditConfig, fingerprint: str, world: World, previous: dict | None
+) -> dict:
     summary: dict = {
         "status": "running",
         "model": config.model,
         "config": asdict(config),
-        "versions": {
-            "probe": probe.__version__,
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "python": platform.python_version(),
-        },
+        "prompts_sha256": fingerprint,
+        "versions": _versions(),
+        "world_size": world.size,
         "stages_completed": [],
         "timings_s": {},
+        "resumed": {},
     }
-    if config.model == "demo":
-        summary["ground_truth_triggers"] = TRIGGERS
-    elif config.model == "demo-vlm":
-        summary["ground_truth_triggers"] = VLM_TRIGGERS
-    write_summary(run_dir, summary)
+    if previous is not None:
+        summary["previous_status"] = previous.get("status")
+    builtin = builtin_model(config.model)
+    if builtin is not None:
+        summary["ground_truth_triggers"] = builtin.triggers
+    return summary
 
-    def finish_stage(name: str, started: float) -> None:
-        summary["stages_completed"].append(name)
-        summary["timings_s"][name] = round(time.perf_counter() - started, 2)
-        write_summary(run_dir, summary)
 
+def _stage(folder: Path | None, parts: Path | None, name: str, file: str) -> Stage:
+    return Stage(name, folder / file if folder is not None else None, parts)
+
+
+def _first_stages(
+    config: AuditConfig,
+    world: World,
+    run: _Run,
+    failures: _Failures,
+    stages: dict[str, Stage],
+    progress: bool,
+    prompts: list,
+):
+    """load -> generate and judge -> calibrate -> attribute, as every command runs them."""
+    attributor = build_attributor(config)
+    subject = load_subject(config, world)
+    run.summary["model_path"] = subject.name
+    prompts = prepare_prompts(subject, prompts, config.method)
+    run.stage("load")
+
+    judge = build_judge(config)
+    todo = [p for p in prompts if p.id not in failures.at("generate")]
+    responses = generate_and_judge(
+        subject, judge, todo, config, stage=stages["generate"], world=world, progress=progress
+    )
+    failures.add("generate", responses.failures, len(todo))
+    run.stage("generate_and_judge", responses.reused)
+
+    answered = [p for p in prompts if p.id in responses.records]
+    calibration = calibrate(subject, answered, responses.records, config, world=world)
+    run.summary["margin_calibration"] = calibration.to_dict()
+    run.stage("calibrate")
+
+    todo = [p for p in answered if p.id not in failures.at("attribute")]
+    output = attribute(
+        subject, attributor, todo, config, stage=stages["attribute"], world=world,
+        progress=progress,
+    )  # fmt: skip
+    failures.add("attribute", output.failures, len(todo))
+    run.stage("attribute", output.reused)
+    return subject, judge, answered, responses, calibration, output
+
+
+def _attack_stage(
+    config, world, run, failures, stages, progress, subject, judge, lexicon, prompts, output,
+    responses: StageOutput,
+) -> AttackResult:  # fmt: skip
+    attributions = attributions_of(output, prompts)
+    refused = {i: bool(r["judged_refusal"]) for i, r in responses.records.items()}
+    todo = [p for p in prompts if p.id in output.records and p.id not in failures.at("attack")]
+    result, reused, failed = attack(
+        subject, judge, lexicon, todo, attributions, refused, config,
+        stage=stages["attack"], log=stages["attack_log"], world=world, progress=progress,
+    )  # fmt: skip
+    failures.add("attack", failed, len(todo))
+    run.stage("attack", reused)
+    return result
+
+
+def _stopped(run: _Run, exc: BaseException) -> None:
+    """Record how the run ended, with signals held off meanwhile."""
+    with shielded():
+        if isinstance(exc, KeyboardInterrupt):
+            run.summary["status"] = stop_status(exc)
+        else:
+            run.summary["status"] = "failed"
+            run.summary["error"] = f"{type(exc).__name__}: {exc}"
+        run.save()
+
+
+def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
+    """Run (or resume) the whole audit into ``config.out``; returns the run directory."""
+    check_config(config)
+    world = World.from_env(config.device)
+    torch.manual_seed(config.seed)
+    prompts = load_audit_prompts(config)  # bad prompt files fail before any folder is made
+    fingerprint = prompts_fingerprint(prompts)
+    folder = Path(config.out)
+    opened: dict = {}
+
+    def open_here() -> None:
+        opened["run"], opened["previous"] = open_run(folder, config, fingerprint)
+
+    world.on_main(open_here)
+    lock: RunDir | None = opened.get("run")
+    run = _Run(folder, _new_summary(config, fingerprint, world, opened.get("previous")), world)
+    parts = folder / STATE / "parts"
+    stages = {
+        "generate": _stage(folder, parts, "generate", "responses.jsonl"),
+        "attribute": _stage(folder, parts, "attribute", "attributions.jsonl"),
+        "attack": _stage(folder, parts, "attack", "attacks.jsonl"),
+        "attack_log": Stage("attack-log", folder / STATE / "attack_chunks.jsonl", parts),
+    }
     try:
-        started = time.perf_counter()
-        subject = load_subject(config)
-        summary["model_path"] = subject.name
-        prompts = prepare_prompts(subject, prompts, config.method)
-        finish_stage("load", started)
+        run.save()
+        with stop_on_signals():
+            try:
+                failures = _Failures(folder / "failures.jsonl", world)
+                subject, judge, prompts, responses, calibration, output = _first_stages(
+                    config, world, run, failures, stages, progress, prompts
+                )
+                lexicon = _lexicon_stage(config, world, run, output, prompts)
+                result = _attack_stage(
+                    config, world, run, failures, stages, progress, subject, judge, lexicon,
+                    prompts, output, responses,
+                )  # fmt: skip
+                if world.is_main:
+                    write_flip_rates(lexicon, result)
+                    write_lexicon(folder, lexicon)
+                _finish(run, subject, prompts, responses, output, calibration, result, failures)
+            except BaseException as exc:
+                _stopped(run, exc)
+                raise
+        if world.is_main:
+            render_report(folder)
+    finally:
+        if lock is not None:
+            lock.close()
+    return folder
 
-        started = time.perf_counter()
-        judge = RefusalJudge.default()
-        texts = [p.prompt for p in prompts]
-        responses = subject.generate(texts, config.max_new_tokens)
-        refused = dict(zip([p.id for p in prompts], judge(responses), strict=True))
-        write_jsonl(
-            run_dir / "responses.jsonl",
-            (
-                {
-                    "id": p.id,
-                    "prompt": p.prompt,
-                    "label": p.label,
-                    "response": r,
-                    "judged_refusal": refused[p.id],
-                }
-                for p, r in zip(prompts, responses, strict=True)
-            ),
+
+def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerLexicon:
+    """Fit the lexicon once, on rank 0, on every prompt's attribution; share it."""
+    folder = run.folder
+
+    def fit() -> TriggerLexicon:
+        lexicon = build_lexicon(attributions_of(output, prompts), config)
+        if folder is not None:
+            write_lexicon(folder, lexicon)
+            data_cues = load_data_cues(config)
+            if data_cues is not None:
+                data_cues.to_json(folder / "data_cues.json")
+                run.summary["data_cue_comparison"] = compare_lexicons(
+                    lexicon, data_cues, normalise=word_normaliser(lemmatize=True)
+                )
+        return lexicon
+
+    if not world.is_main:
+        warm_language_data()  # while rank 0 fits: the attack's tagger and WordNet load here
+    lexicon = world.broadcast(fit() if world.is_main else None)
+    run.stage("lexicon")
+    return lexicon
+
+
+def warm_language_data() -> None:
+    """Load the POS tagger and WordNet now (first use costs seconds), if they are installed."""
+    universal_tags(["Tell", "me", "how"])
+    wordnet_synonyms("tell", "VERB")
+    word_normaliser(lemmatize=True)("tells")
+
+
+def _keyword_judge_metrics(prompts, responses: dict[str, dict]) -> dict:
+    """Refusal rates under the keyword matcher alone, beside the configured judge's, and how
+    many responses the two read differently (what the classifier changed)."""
+    keyword = {
+        i: bool(r["judge"]["keyword_refusal"])
+        for i, r in responses.items()
+        if isinstance(r.get("judge"), dict) and "keyword_refusal" in r["judge"]
+    }
+    if not keyword:
+        return {}
+    by_label = {
+        label: [keyword[p.id] for p in prompts if p.label == label and p.id in keyword]
+        for label in ("harmful", "benign")
+    }
+    return {
+        "refusal_rate_harmful_keyword": _rate(by_label["harmful"]),
+        "refusal_rate_benign_keyword": _rate(by_label["benign"]),
+        "judge_disagreements": sum(
+            keyword[i] != bool(responses[i]["judged_refusal"]) for i in keyword
+        ),
+    }
+
+
+def _finish(run, subject, prompts, responses, output, calibration, result, failures) -> None:
+    refused = {i: bool(r["judged_refusal"]) for i, r in responses.records.items()}
+    harmful = [refused[p.id] for p in prompts if p.label == "harmful"]
+    benign = [refused[p.id] for p in prompts if p.label == "benign"]
+    summary = run.summary
+    summary["counts"] = {
+        "prompts": len(prompts),
+        "harmful": len(harmful),
+        "benign": len(benign),
+        "unlabelled": len(prompts) - len(harmful) - len(benign),
+        "attacked_harmful": sum(t == "compliance" for t in result.attacked.values()),
+        "attacked_benign": sum(t == "refusal" for t in result.attacked.values()),
+        "verified_edits": len(result.records),
+        "failed": len(failures.records),
+    }
+    summary["failures"] = failures.summary()
+    summary["metrics"] = {
+        "refusal_rate_harmful": _rate(harmful),
+        "refusal_rate_benign": _rate(benign),
+        "asr_one_word": result.rate("compliance"),
+        "over_refusal_one_word": result.rate("refusal"),
+        "queries_per_success": result.queries_per_success,
+        "margin_judge_agreement": calibration.agreement_final,
+    }
+    summary["metrics"].update(_keyword_judge_metrics(prompts, responses.records))
+    if isinstance(subject, VisionSubject):
+        attributions = attributions_of(output, prompts)
+        summary["metrics"].update(_reliance_metrics(prompts, attributions, refused))
+    summary["notes"] = result.notes
+    summary["status"] = "complete"
+    run.save()
+
+
+# ------------------------------------------------------------------ stage commands
+
+
+def state_folder(out: Path) -> Path:
+    """Where a stage command keeps its state beside its output file: ``.NAME.probe/``."""
+    return out.with_name(f".{out.name}.probe")
+
+
+def _open_stage_command(
+    out: Path, config: AuditConfig, inputs: list, fingerprint: str, command: str
+) -> tuple[RunDir, dict | None]:
+    """Check the output file, then open (locked) its state folder; refuse foreign files."""
+    check_output(out, inputs, "output")
+    state = state_folder(out)
+    if out.exists() and not (state / ".probe" / "run.json").is_file():
+        raise ProbeError(
+            f"output {out} exists and was not written by probe {command}; choose another --out"
         )
-        calibration = calibrate_openings(
-            subject.margin_config,
-            responses,
-            [refused[p.id] for p in prompts],
-            lambda cfg: subject.prompt_margins(texts, cfg),
+    if not out.parent.exists():
+        try:
+            out.parent.mkdir(parents=True)
+        except OSError as exc:
+            raise ProbeError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
+    run, previous = open_run(state, config, fingerprint)
+    if previous is None:
+        out.unlink(missing_ok=True)  # --fresh: the output goes with its state
+    return run, previous
+
+
+def _stage_command(config: AuditConfig, out: Path, command: str, inputs: list, body):
+    """Shared frame of ``probe attribute`` / ``probe attack``: validate, lock, run, record."""
+    check_config(config)
+    world = World.from_env(config.device)
+    torch.manual_seed(config.seed)
+    prompts = load_audit_prompts(config)
+    fingerprint = prompts_fingerprint(prompts)
+    state = state_folder(out)
+    opened: dict = {}
+
+    def open_here() -> None:
+        opened["run"], opened["previous"] = _open_stage_command(
+            out, config, [config.prompts, config.chat_template, *inputs], fingerprint, command
         )
-        subject.margin_config = calibration.config
-        summary["margin_calibration"] = calibration.to_dict()
-        finish_stage("generate_and_calibrate", started)
 
-        started = time.perf_counter()
-        attributions = attributor.attribute(subject, prompts, progress=progress)
-        if isinstance(subject, VisionSubject):
-            attribute_images(subject, prompts, attributions, n_steps=8, progress=progress)
-        write_jsonl(run_dir / "attributions.jsonl", (a.to_record() for a in attributions))
-        finish_stage("attribute", started)
+    world.on_main(open_here)
+    lock: RunDir | None = opened.get("run")
+    run = _Run(state, _new_summary(config, fingerprint, world, opened.get("previous")), world)
+    run.summary["command"] = command
+    run.summary["output"] = str(out)
+    parts = state / STATE / "parts"
+    stages = {
+        "generate": _stage(state, parts, "generate", "responses.jsonl"),
+        "attribute": _stage(state, parts, "attribute", "attributions.jsonl"),
+        "attack": Stage("attack", out, parts),
+        "attack_log": Stage("attack-log", state / STATE / "attack_chunks.jsonl", parts),
+    }
+    if command == "attribute":
+        stages["attribute"] = Stage("attribute", out, parts)
+    try:
+        run.save()
+        with stop_on_signals():
+            try:
+                failures = _Failures(state / "failures.jsonl", world)
+                found = body(config, world, run, failures, stages, prompts)
+                run.summary["failures"] = failures.summary()
+                run.summary["status"] = "complete"
+                run.save()
+            except BaseException as exc:
+                _stopped(run, exc)
+                raise
+    finally:
+        if lock is not None:
+            lock.close()
+    return found
 
-        started = time.perf_counter()
-        lexicon = (
-            LexiconBuilder(min_support=config.min_support, seed=config.seed)
-            .fit(attributions)
-            .lexicon_
+
+def run_attribute(config: AuditConfig, out: str | Path, *, progress: bool = True) -> int:
+    """``probe attribute``: the audit's first stages; attributions appended to ``out``.
+
+    Returns the number of attributions in ``out``. State (responses, config) lives in
+    ``.OUT.probe/`` beside it, so a rerun resumes.
+    """
+
+    def body(config, world, run, failures, stages, prompts):
+        output = _first_stages(config, world, run, failures, stages, progress, prompts)[-1]
+        return len(output.records)
+
+    return _stage_command(config, Path(out), "attribute", [], body)
+
+
+def run_attack(
+    config: AuditConfig, lexicon_file: str | Path, out: str | Path, *, progress: bool = True
+) -> AttackResult:
+    """``probe attack``: the audit's stages with a given lexicon; verified edits in ``out``."""
+    lexicon = TriggerLexicon.from_json(lexicon_file)
+
+    def body(config, world, run, failures, stages, prompts):
+        subject, judge, prompts, responses, _, output = _first_stages(
+            config, world, run, failures, stages, progress, prompts
         )
-        write_lexicon(run_dir, lexicon)
-        data_cues = load_data_cues(config)
-        if data_cues is not None:
-            data_cues.to_json(run_dir / "data_cues.json")
-            summary["data_cue_comparison"] = compare_lexicons(
-                lexicon, data_cues, normalise=word_normaliser(lemmatize=True)
-            )
-        finish_stage("lexicon", started)
-
-        started = time.perf_counter()
-        attack = OneWordAttack(
-            top_k_triggers=config.top_k_triggers, max_new_tokens=config.max_new_tokens
-        ).run(subject, judge, lexicon, prompts, attributions, refused, progress=progress)
-        write_jsonl(run_dir / "attacks.jsonl", (r.to_record() for r in attack.records))
-        write_flip_rates(lexicon, attack)
-        write_lexicon(run_dir, lexicon)
-        finish_stage("attack", started)
-
-        harmful = [refused[p.id] for p in prompts if p.label == "harmful"]
-        benign = [refused[p.id] for p in prompts if p.label == "benign"]
-        summary["counts"] = {
-            "prompts": len(prompts),
-            "harmful": len(harmful),
-            "benign": len(benign),
-            "unlabelled": len(prompts) - len(harmful) - len(benign),
-            "attacked_harmful": sum(t == "compliance" for t in attack.attacked.values()),
-            "attacked_benign": sum(t == "refusal" for t in attack.attacked.values()),
-            "verified_edits": len(attack.records),
+        result = _attack_stage(
+            config, world, run, failures, stages, progress, subject, judge, lexicon, prompts,
+            output, responses,
+        )  # fmt: skip
+        run.summary["metrics"] = {
+            "asr_one_word": result.rate("compliance"),
+            "over_refusal_one_word": result.rate("refusal"),
+            "queries_per_success": result.queries_per_success,
         }
-        summary["metrics"] = {
-            "refusal_rate_harmful": _rate(harmful),
-            "refusal_rate_benign": _rate(benign),
-            "asr_one_word": attack.rate("compliance"),
-            "over_refusal_one_word": attack.rate("refusal"),
-            "queries_per_success": attack.queries_per_success,
-            "margin_judge_agreement": calibration.agreement_final,
-        }
-        if isinstance(subject, VisionSubject):
-            summary["metrics"].update(_reliance_metrics(prompts, attributions, refused))
-        summary["notes"] = attack.notes
-        summary["status"] = "complete"
-        write_summary(run_dir, summary)
-    except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        summary["status"] = "interrupted" if interrupted else "failed"
-        if not interrupted:
-            summary["error"] = f"{type(exc).__name__}: {exc}"
-        write_summary(run_dir, summary)
-        raise
-    render_report(run_dir)
-    return run_dir
+        return result
+
+    return _stage_command(config, Path(out), "attack", [lexicon_file], body)

@@ -14,16 +14,16 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 from probe.judge import cli as judge_cli
+from probe.parallel import is_main_process
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> None:
+def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        required=model_required,
-        default=None if model_required else "demo",
+        default="demo",
         help="'demo', 'demo-vlm', a local folder, a .gguf file or a hub id (default: demo)",
     )
     parser.add_argument("--gguf-file", help="GGUF file name inside --model's folder")
@@ -33,8 +33,16 @@ def _model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> 
         action="store_true",
         help="allow the model's own code to run (off by default)",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle weights (pytorch_model.bin), which can run code: only ones you trust",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    parser.add_argument(
+        "--device-map", help="'auto' spreads a model too large for one device (accelerate)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: 1 for tiny models, else all)"
@@ -46,6 +54,14 @@ def _model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> 
         default=24,
         help="greedy tokens generated to verify a decision",
     )
+    parser.add_argument(
+        "--refusal-openings",
+        help="margin refusal openings: comma-separated, or an openings JSON file "
+        "(default: calibrated from the model's own responses)",
+    )
+    parser.add_argument(
+        "--compliance-openings", help="margin compliance openings (as --refusal-openings)"
+    )
 
 
 def _prompt_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -54,29 +70,75 @@ def _prompt_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
     parser.add_argument("--format", help="jsonl, csv, vlguard, xstest, advbench or figstep")
     parser.add_argument("--max-prompts", type=int, help="audit at most N prompts (label-balanced)")
+    parser.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="read image paths that lead outside the prompt file's folder",
+    )
+    parser.add_argument(
+        "--judge",
+        default="combined",
+        choices=("keyword", "classifier", "combined"),
+        help="refusal judge (default: combined = keywords or the classifier)",
+    )
+    parser.add_argument("--judge-weights", help="classifier weights from `probe judge fit`")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probe", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _method_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="occlusion", help="attribution method")
+    parser.add_argument("--ig-steps", type=int, help="integrated-gradients steps")
+    parser.add_argument("--shapley-samples", type=int, help="shapley permutations per prompt")
+    parser.add_argument("--lime-samples", type=int, help="lime samples per prompt")
 
+
+def _attack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-queries", type=int, default=40, help="attack budget per prompt (margin queries)"
+    )
+    parser.add_argument(
+        "--top-k-triggers", type=int, default=5, help="lexicon triggers tried per direction"
+    )
+    parser.add_argument("--edit-kinds", help="comma-separated: substitution, insertion, deletion")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--fresh", action="store_true", help="discard a previous run in --out and start over"
+    )
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (the default when --out holds one with the same "
+        "settings); fail if there is none",
+    )
+
+
+def _add_audit(commands) -> None:
     audit = commands.add_parser("audit", help="full audit into a run directory")
-    _model_options(audit, model_required=False)
+    _model_options(audit)
     _prompt_options(audit, required=False)
     audit.add_argument("--out", default="probe-report", help="run directory (default probe-report)")
-    audit.add_argument("--method", default="occlusion", help="attribution method")
+    _method_options(audit)
+    _attack_options(audit)
     audit.add_argument(
         "--data-cues",
         help="data cue lexicon to compare with (a file from `probe lexicon --dataset`, or a "
         "shipped one by name, e.g. vlguard_cues)",
     )
+    _run_options(audit)
 
+
+def _add_attribute(commands) -> None:
     attribute = commands.add_parser("attribute", help="word attributions to a JSONL file")
-    _model_options(attribute, model_required=True)
-    _prompt_options(attribute, required=True)
-    attribute.add_argument("--out", required=True)
-    attribute.add_argument("--method", default="occlusion")
+    _model_options(attribute)
+    _prompt_options(attribute, required=False)
+    attribute.add_argument("--out", required=True, help="attributions .jsonl")
+    _method_options(attribute)
+    _run_options(attribute)
 
+
+def _add_lexicon(commands) -> None:
     lexicon = commands.add_parser("lexicon", help="trigger lexicon from attributions or data")
     source = lexicon.add_mutually_exclusive_group(required=True)
     source.add_argument("--attributions", help="attributions.jsonl from probe attribute/audit")
@@ -92,30 +154,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-support", type=int, help="leave out rarer words (default: 3 model, 5 data)"
     )
     lexicon.add_argument("--seed", type=int, default=0)
-    lexicon.add_argument("--out", required=True, help="lexicon .json (a .csv is written beside it)")
+    lexicon.add_argument(
+        "--out", required=True, help="lexicon .json, with the .csv beside it (or give the .csv)"
+    )
 
+
+def _add_attack(commands) -> None:
     attack = commands.add_parser("attack", help="one-word attack with a lexicon's triggers")
-    _model_options(attack, model_required=True)
-    _prompt_options(attack, required=True)
+    _model_options(attack)
+    _prompt_options(attack, required=False)
     attack.add_argument("--lexicon", required=True)
-    attack.add_argument("--out", required=True)
-    attack.add_argument("--method", default="occlusion", help="attribution used to order positions")
+    attack.add_argument("--out", required=True, help="verified edits .jsonl")
+    _method_options(attack)
+    _attack_options(attack)
+    _run_options(attack)
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser("report", help="re-render report.md/html from a run directory")
     report.add_argument("run_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probe", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_audit, _add_attribute, _add_lexicon, _add_attack, _add_report):
+        add(commands)
     judge_cli.add_parser(commands)
     return parser
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, **overrides):
     from probe.audit import AuditConfig
 
     names = AuditConfig.__dataclass_fields__
-    return AuditConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return AuditConfig(**{**values, **overrides})
 
 
 def _positive(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "max_new_tokens", "max_prompts", "min_support", "threads"):
+    for name in (
+        "batch_size", "max_new_tokens", "max_prompts", "min_support", "threads", "max_queries",
+        "top_k_triggers", "ig_steps", "shapley_samples", "lime_samples",
+    ):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ProbeError(f"--{name.replace('_', '-')} must be at least 1")
@@ -125,31 +206,53 @@ def _cmd_audit(args: argparse.Namespace) -> None:
     from probe.audit import run_audit
 
     run_dir = run_audit(_config(args))
-    print(f"probe: report written to {run_dir / 'report.html'}")
-
-
-def _subject_and_prompts(args: argparse.Namespace):
-    from probe.attribution import get_attributor
-    from probe.audit import load_audit_prompts, load_subject, prepare_prompts
-
-    config = _config(args)
-    attributor = get_attributor(config.method)
-    prompts = load_audit_prompts(config)
-    subject = load_subject(config)
-    return subject, prepare_prompts(subject, prompts, config.method), attributor
+    if is_main_process():
+        print(f"probe: report written to {run_dir / 'report.html'}")
 
 
 def _cmd_attribute(args: argparse.Namespace) -> None:
-    from probe.rundir import write_jsonl
+    from probe.audit import run_attribute
 
-    subject, prompts, attributor = _subject_and_prompts(args)
-    records = attributor.attribute(subject, prompts, progress=True)
-    write_jsonl(Path(args.out), (r.to_record() for r in records))
-    print(f"probe: {len(records)} attributions written to {args.out}")
+    count = run_attribute(_config(args, out="-"), args.out)
+    if is_main_process():
+        print(f"probe: {count} attributions written to {args.out}")
+
+
+def lexicon_paths(out: Path) -> tuple[Path, Path]:
+    """(JSON, CSV) paths for ``probe lexicon --out``: a .csv names the CSV, else the JSON."""
+    if out.suffix.lower() == ".csv":
+        return out.with_suffix(".json"), out
+    return out, out.with_name(out.stem + ".csv") if out.suffix else out.with_name(out.name + ".csv")
+
+
+def _lexicon_owned(json_path: Path, csv_path: Path) -> None:
+    """Refuse to replace existing files that are not probe lexicons."""
+    if json_path.exists():
+        try:
+            if "entries" not in json.loads(json_path.read_text(encoding="utf-8")):
+                raise ValueError
+        except (ValueError, TypeError, OSError, UnicodeDecodeError):
+            raise ProbeError(
+                f"{json_path} exists and is not a probe lexicon; choose another --out"
+            ) from None
+    if csv_path.exists():
+        try:
+            with open(csv_path, encoding="utf-8") as handle:
+                header = handle.readline()
+        except (OSError, UnicodeDecodeError):
+            header = ""
+        if not header.startswith("word,direction"):
+            raise ProbeError(f"{csv_path} exists and is not a probe lexicon; choose another --out")
 
 
 def _cmd_lexicon(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+    from probe.rundir import check_output, write_lexicon_files
+
+    json_path, csv_path = lexicon_paths(Path(args.out))
+    source = args.attributions or args.dataset
+    for path in (json_path, csv_path):
+        check_output(path, [source], "lexicon output")
+    _lexicon_owned(json_path, csv_path)
     if args.attributions:
         from probe.attribution import WordAttribution
         from probe.lexicon import LexiconBuilder
@@ -168,30 +271,19 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
 
         params = {"min_count": args.min_support} if args.min_support else {}
         lexicon = mine_dataset(args.dataset, args.format, view=args.view, **params)
-    lexicon.to_json(out)
-    lexicon.to_csv(out.with_suffix(".csv"))
-    print(
-        f"probe: {len(lexicon.entries)} lexicon entries written to {out} and "
-        f"{out.with_suffix('.csv')}"
-    )
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_lexicon_files(lexicon, json_path, csv_path)
+    print(f"probe: {len(lexicon.entries)} lexicon entries written to {json_path} and {csv_path}")
 
 
 def _cmd_attack(args: argparse.Namespace) -> None:
-    from probe.attack import OneWordAttack
-    from probe.judge import RefusalJudge
-    from probe.lexicon_table import TriggerLexicon
-    from probe.rundir import write_jsonl
+    from probe.audit import run_attack
 
-    lexicon = TriggerLexicon.from_json(args.lexicon)
-    subject, prompts, attributor = _subject_and_prompts(args)
-    judge = RefusalJudge.default()
-    responses = subject.generate([p.prompt for p in prompts], args.max_new_tokens)
-    refused = {p.id: judge.is_refusal(r) for p, r in zip(prompts, responses, strict=True)}
-    attributions = attributor.attribute(subject, prompts, progress=True)
-    result = OneWordAttack(max_new_tokens=args.max_new_tokens).run(
-        subject, judge, lexicon, prompts, attributions, refused, progress=True
-    )
-    write_jsonl(Path(args.out), (r.to_record() for r in result.records))
+    if not Path(args.lexicon).is_file():
+        raise ProbeError(f"lexicon file not found: {args.lexicon}")
+    result = run_attack(_config(args, out="-"), args.lexicon, args.out)
+    if not is_main_process():
+        return
     print(
         json.dumps(
             {
@@ -220,18 +312,30 @@ COMMANDS = {
 }
 
 
+def _stopped_message(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What an interrupted command kept, and how to continue: only what is true."""
+    from probe.audit import RunStopped
+
+    how = f"stopped by {exc.signal_name}" if isinstance(exc, RunStopped) else "interrupted"
+    out = getattr(args, "out", None)
+    if args.command in ("audit", "attribute", "attack") and out:
+        return (
+            f"probe: {how}; the records written so far are kept in {out}; "
+            "rerun the same command to resume"
+        )
+    return f"probe: {how}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = getattr(args, "out", None)
     try:
         _positive(args)
         COMMANDS[args.command](args)
     except ProbeError as exc:
         print(f"probe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        where = f"; partial results kept in {out}" if out else ""
-        print(f"probe: interrupted{where}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(_stopped_message(args, exc), file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(

@@ -219,6 +219,7 @@ class Subject:
         margin: MarginConfig | None = None,
         threads: int | None = None,
         allow_pickle: bool = False,
+        device_map: str | None = None,
     ) -> Subject:
         """Load a local folder, a hub id, or a GGUF file through transformers' own loaders.
 
@@ -247,13 +248,15 @@ class Subject:
         weights = {} if gguf_file or allow_pickle else {"use_safetensors": True}
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
+            placement = {"device_map": device_map} if device_map else {}
             model = AutoModelForCausalLM.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights, **placement
             )
         except Exception as exc:  # a loader boundary: bad files raise many exception types
             raise load_error(model_id, exc) from None
         try:
-            model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+            if not device_map:  # with a device map, accelerate has placed the weights
+                model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)

@@ -218,6 +218,7 @@ class VisionSubject(Subject):
         margin: MarginConfig | None = None,
         threads: int | None = None,
         allow_pickle: bool = False,
+        device_map: str | None = None,
     ) -> VisionSubject:
         """Load a VLM folder or hub id through AutoProcessor + AutoModelForImageTextToText
         (safetensors weights only, unless ``allow_pickle``)."""
@@ -235,15 +236,17 @@ class VisionSubject(Subject):
         weights = {} if allow_pickle else {"use_safetensors": True}
         try:
             processor = AutoProcessor.from_pretrained(model_id, **kwargs)
+            placement = {"device_map": device_map} if device_map else {}
             model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights
+                model_id, dtype=resolve_dtype(dtype), **kwargs, **weights, **placement
             )
         except Exception as exc:  # a loader boundary: bad files raise many exception types
             raise load_error(model_id, exc) from None
         if not hasattr(processor, "tokenizer"):
             raise ProbeError(f"{model_id}: the processor has no tokenizer")
         try:
-            model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+            if not device_map:  # with a device map, accelerate has placed the weights
+                model.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
         except (RuntimeError, AssertionError) as exc:
             raise ProbeError(f"cannot use device {device!r}: {exc}") from None
         set_cpu_threads(model, threads)

@@ -20,6 +20,7 @@ import torch
 
 import probe.audit
 import probe.demo
+import probe.pipeline
 from probe.cli import EXIT_INTERRUPTED, main
 from probe.errors import ProbeError
 from probe.lexicon_table import TriggerLexicon
@@ -55,6 +56,7 @@ def no_model(monkeypatch, probe_cache_dir):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
+    monkeypatch.setattr(probe.pipeline, "load_subject", forbidden)
     monkeypatch.setattr(probe.audit, "load_subject", forbidden)
     monkeypatch.setattr(probe.demo, "train_demo_model", forbidden)
     monkeypatch.setattr("probe.subject.Subject.load", forbidden)
@@ -290,7 +292,7 @@ def interrupted_run(demo_cache, tmp_path_factory):
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(probe.audit.OneWordAttack, "run", interrupt)
+        mp.setattr(probe.pipeline.OneWordAttack, "run", interrupt)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main(["audit", "--out", str(out)])
     return code, stdout.getvalue(), stderr.getvalue(), out
@@ -300,7 +302,7 @@ def test_interrupted_audit_keeps_what_it_wrote(interrupted_run):
     code, _, err, out = interrupted_run
     assert code == EXIT_INTERRUPTED == 130
     assert "Traceback" not in err
-    assert str(out) in err
+    assert str(out) in err and "rerun the same command to resume" in err
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted"
     assert {"load", "attribute", "lexicon"} <= set(summary["stages_completed"])

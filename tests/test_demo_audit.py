@@ -311,3 +311,21 @@ def test_probe_report_rerenders_from_the_directory_alone(demo_run, tmp_path, mon
         p.name for p in (demo_run.out / "figures").glob("*.png")
     )
     assert not (tmp_path / "empty-cache").exists()
+
+
+def test_probe_report_deletes_only_the_figures_it_wrote(demo_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_run.out, copy)
+    figures = copy / "figures"
+    manifest = json.loads((figures / ".probe-figures.json").read_text(encoding="utf-8"))["files"]
+    assert sorted(manifest) == sorted(p.name for p in figures.glob("*.png"))
+    (figures / "image_0001.png").write_bytes(b"\x89PNG the user's own picture")
+    (figures / "notes.txt").write_text("mine")
+    (figures / "stale.png").write_bytes(b"\x89PNG")  # drawn by an earlier render, now unsupported
+    (figures / ".probe-figures.json").write_text(json.dumps({"files": [*manifest, "stale.png"]}))
+    assert main(["report", str(copy)]) == 0
+    assert (figures / "image_0001.png").read_bytes() == b"\x89PNG the user's own picture"
+    assert (figures / "notes.txt").read_text() == "mine"
+    assert not (figures / "stale.png").exists()
+    rewritten = json.loads((figures / ".probe-figures.json").read_text())["files"]
+    assert sorted(rewritten) == sorted(manifest)

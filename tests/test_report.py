@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from probe.errors import ProbeError
 from probe.lexicon_table import LexiconEntry, TriggerLexicon
 from probe.report import render_report
-from probe.rundir import write_jsonl, write_lexicon, write_summary
+from probe.rundir import FIGURES_MANIFEST, write_jsonl, write_lexicon, write_summary
 from probe.words import split_words
 
 SCRIPT = "<script>alert(1)</script>"
@@ -331,7 +332,7 @@ def test_html_neutralises_bidi_overrides_nul_and_lone_surrogates(tmp_path):
 
 # ------------------------------------------------------------------ figures manifest
 def test_rerender_deletes_only_figures_probe_wrote(run_dir):
-    from probe.report.figures import MANIFEST
+    MANIFEST = Path(FIGURES_MANIFEST).name
 
     render_report(run_dir)
     figures = run_dir / "figures"
@@ -351,7 +352,7 @@ def test_rerender_deletes_only_figures_probe_wrote(run_dir):
 
 
 def test_manifest_cannot_point_outside_figures(run_dir):
-    from probe.report.figures import MANIFEST
+    MANIFEST = Path(FIGURES_MANIFEST).name
 
     figures = run_dir / "figures"
     outside = run_dir / "keep.png"

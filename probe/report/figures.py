@@ -7,7 +7,6 @@ only those — so a stale figure never lingers and a user's own file in ``figure
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,13 +27,13 @@ from probe.report.view import (
     short,
     strength,
 )
+from probe.rundir import remove_own_figures, write_figure_manifest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from probe.report.reader import RunData
 
-MANIFEST = ".probe-figures.json"
 # Values beyond this are drawn at it: matplotlib overflows on numbers near the float limit, and
 # no margin, effect or attribution of that size is meaningful anyway.
 PLOT_LIMIT = 1e12
@@ -307,22 +306,6 @@ def _image_figure(data: RunData, record: AttributionRecord, path: Path) -> bool:
     return True
 
 
-def written_before(figures_dir: Path) -> list[Path]:
-    """The figure files the manifest says probe wrote (plain files directly in the folder)."""
-    manifest = figures_dir / MANIFEST
-    try:
-        listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
-        return []
-    paths = []
-    for name in listed if isinstance(listed, list) else []:
-        if isinstance(name, str) and name.endswith(".png") and Path(name).name == name:
-            path = figures_dir / name
-            if path.is_file() and not path.is_symlink():
-                paths.append(path)
-    return paths
-
-
 def draw_figures(data: RunData, figures_dir: Path) -> Figures:
     """Delete the figures probe wrote last time, draw every figure the data allows, and write
     the manifest of the new ones."""
@@ -330,8 +313,7 @@ def draw_figures(data: RunData, figures_dir: Path) -> Figures:
         figures_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise ProbeError(f"cannot create {figures_dir}: {exc.strerror or exc}") from None
-    for stale in written_before(figures_dir):
-        stale.unlink()
+    remove_own_figures(figures_dir)
     figures = Figures(figures_dir)
     makers = {
         "lexicon.png": lambda p: data.lexicon is not None and _lexicon_figure(data.lexicon, p),
@@ -347,6 +329,5 @@ def draw_figures(data: RunData, figures_dir: Path) -> Figures:
         if _image_figure(data, record, figures_dir / name):
             figures.image_of[index] = name
             figures.captions[name] = f"image attribution for {record.id}"
-    manifest = {"written_by": "probe report", "files": sorted(figures.captions)}
-    (figures_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    write_figure_manifest(figures_dir, figures.captions)
     return figures
