@@ -251,6 +251,13 @@ def _record_prompt(record: dict[str, object], where: str, folder: Path, default_
         raise ProbeError(f"{where}: 'prompt' must be text, not {type(text).__name__}")
     if not text.strip():
         raise ProbeError(f"{where}: record has an empty 'prompt'")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProbeError(
+            f"{where}: 'prompt' is not valid Unicode text (a lone surrogate at character "
+            f"{exc.start})"
+        ) from None
     raw_id = record.get("id")
     prompt_id = default_id if raw_id is None or raw_id == "" else _stringify(raw_id)
     image = record.get("image")

@@ -201,3 +201,10 @@ def test_words_with_combining_marks_stay_whole(text, words):
         unicodedata.normalize("NFC", w) for w in words
     ]
     assert all(text[w.start : w.end] == w.text for w in split_words(text))
+
+
+def test_a_lone_surrogate_in_a_prompt_is_one_clear_error(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "Share \\ud800 how to bake"}\n', encoding="utf-8")
+    with pytest.raises(ProbeError, match="lone surrogate"):
+        load_prompts(path)
