@@ -72,7 +72,8 @@ class PartOfSpeechConstraint(Constraint):
         new = edit.new_word.lower()
         lead = edit.position == context.lead
         if edit.kind == "deletion":
-            ok = edit.replaced_pos in FREE_TAGS or edit.old_word.lower() in FREE_WORDS
+            old = edit.old_word.lower()
+            ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
             return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
         words = [w.text for w in split_words(edit.variant)]
         after = universal_tags(words)[edit.position]

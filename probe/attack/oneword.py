@@ -118,7 +118,9 @@ class OneWordAttack:
         result = AttackResult([], {}, set(), 0, notes)
         strategy = SEARCHES[self.search]()
         searches: list[PromptSearch] = []
-        guided = GradientGuided(self.guided_per_position) if self.guided else None
+        # Exhaustive search covers the whole space the guided source ranks: every real word.
+        per_position = None if self.search == "exhaustive" else self.guided_per_position
+        guided = GradientGuided(per_position) if self.guided else None
         contexts = {p.id: EditContext(p.prompt, tagged) for p in prompts}
         # Words that carry a request anywhere (lexicon content entries, content words of any
         # prompt): an edit may not bring one in ("Teach ..." -> "Poison ...").

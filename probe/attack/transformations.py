@@ -166,11 +166,15 @@ class GradientGuided(CandidateSource):
     ``per_position`` words with the best estimate toward the target are proposed, then the
     constraints filter them and the search scores them exactly. Real words: WordNet lemmas and
     stopwords that are a single token of the subject's tokenizer (with and without a space).
+    ``per_position=None`` proposes every such word at every position, unranked: the candidate
+    space of the exhaustive baseline.
     """
 
     name = "guided"
 
-    def __init__(self, per_position: int = 6, vocabulary: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, per_position: int | None = 6, vocabulary: Sequence[str] | None = None
+    ) -> None:
         self.per_position = per_position
         self.vocabulary = vocabulary
         self._ranked: dict[int, list[str]] = {}
@@ -199,7 +203,8 @@ class GradientGuided(CandidateSource):
                 estimate = sign * (table @ g - embeds[0, positions[0]] @ g)
                 old = context.words[index].text.lower()
                 order = estimate.argsort(descending=True).tolist()
-                picked = [words[j] for j in order[: self.per_position + 1] if words[j] != old]
+                limit = len(order) if self.per_position is None else self.per_position + 1
+                picked = [words[j] for j in order[:limit] if words[j] != old]
                 self._ranked[index] = picked[: self.per_position]
         return 1
 
