@@ -1,9 +1,12 @@
-"""Attack efficiency: probe's guided one-word search vs exhaustive search, same candidates.
+"""Attack efficiency: probe's guided one-word search vs exhaustive search, same candidate space.
 
-Exhaustive scores every candidate edit at every position, then verifies the crossing ones in
-margin order until one flips (up to 1000 verifications): the most a one-word search over this
-candidate set can find. Guided walks positions most-decisive first and stops at the first
-verified flip under a query budget. A query is one margin evaluation or one generation.
+Exhaustive scores every candidate edit at every position (every lexicon trigger, synonym,
+deletion, and every real one-token English word the gradient-guided source would rank), under
+the same constraints, then verifies the crossing ones in margin order until one flips (up to
+1000 verifications): the most a one-word search over this space can find. Guided walks
+positions most-decisive first, proposes only the gradient's top words, and stops at the first
+verified flip under a query budget. A query is one margin evaluation, one generation, or one
+gradient pass. Also prints the guided run's metrics with all constraints and with none.
 
     python benchmarks/attack_efficiency.py [--model demo] [--prompts FILE --format F]
 """
@@ -11,6 +14,7 @@ verified flip under a query budget. A query is one margin evaluation or one gene
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from probe.attack import OneWordAttack
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("--format")
     parser.add_argument("--max-prompts", type=int)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--demo-per-group", type=int, help="demo prompts per group (default 16)")
     args = parser.parse_args()
     config = AuditConfig(
         model=args.model,
@@ -37,6 +42,10 @@ def main() -> None:
     )
     subject = load_subject(config)
     prompts = load_audit_prompts(config)
+    if args.demo_per_group and args.model == "demo" and not args.prompts:
+        from probe.demo import demo_prompts
+
+        prompts = demo_prompts(0, per_group=args.demo_per_group)
     judge = RefusalJudge.default()
     responses = subject.generate([p.prompt for p in prompts], config.max_new_tokens)
     refused = {p.id: judge.is_refusal(r) for p, r in zip(prompts, responses, strict=True)}
@@ -52,12 +61,17 @@ def main() -> None:
             ),
         ),
         ("guided (probe)", OneWordAttack(max_new_tokens=config.max_new_tokens)),
+        (
+            "guided, no constraints",
+            OneWordAttack(max_new_tokens=config.max_new_tokens, constraints=()),
+        ),
     ):
         started = time.perf_counter()
         result = attack.run(subject, judge, lexicon, prompts, attributions, refused)
         rows.append((name, result, time.perf_counter() - started))
 
     print(f"model: {args.model}; prompts: {len(prompts)}; attacked: {len(rows[0][1].attacked)}")
+    print("all constraints on (content, pos, fluency) unless named")
     print(
         f"{'search':<16} {'ASR':>6} {'over-ref':>9} {'successes':>10} {'queries':>8} "
         f"{'q/success':>10} {'seconds':>8}"
@@ -72,12 +86,15 @@ def main() -> None:
         )
     exhaustive, guided = rows[0][1], rows[1][1]
     if exhaustive.flipped_ids and guided.flipped_ids:
-        ratio = exhaustive.queries_per_success / guided.queries_per_success
-        share = len(guided.flipped_ids) / len(exhaustive.flipped_ids)
+        share = len(guided.flipped_ids & exhaustive.flipped_ids) / len(exhaustive.flipped_ids)
         print(
-            f"queries/success ratio (exhaustive / guided): {ratio:.1f}x; "
-            f"guided finds {share:.1%} of exhaustive's successes"
+            f"guided finds {share:.1%} of exhaustive's successes with "
+            f"{guided.queries / exhaustive.queries:.1%} of its queries"
         )
+    for name, result, _ in rows[1:]:
+        metrics = result.metrics()
+        keep = ("asr", "over_refusal", "flip_share_by_constraint_level")
+        print(name, json.dumps({k: metrics[k] for k in keep}, default=str))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ the lead position where imperatives like "Share" are mis-tagged as nouns) carry 
 about: "bomb" pushing toward refusal is the model working, not a shortcut. They stay in the
 table with ``role="content"`` but rank after the ``role="trigger"`` words of their direction.
 Without NLTK data, the prompt labels stand in (see ``_role``).
+
+Practical significance: a word whose |effect| is below ``effect_floor`` times the spread
+(standard deviation) of the prompts' margins is listed with ``role="weak"``, not as a trigger,
+however small its p-value: a +0.07 nudge on margins that vary by several units is not a
+shortcut. Weak words rank after the triggers of their direction, before content words.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class LexiconBuilder:
         n_bootstrap: int = 1000,
         n_permutations: int = 10000,
         seed: int = 0,
+        effect_floor: float = 0.1,
     ) -> None:
         self.min_support = min_support
         self.separate_content = separate_content
@@ -59,6 +65,7 @@ class LexiconBuilder:
         self.n_bootstrap = n_bootstrap
         self.n_permutations = n_permutations
         self.seed = seed
+        self.effect_floor = effect_floor
 
     def fit(self, attributions: Sequence[WordAttribution]) -> LexiconBuilder:
         """Aggregate per-prompt word scores and test each word; sets ``lexicon_``."""
@@ -107,6 +114,9 @@ class LexiconBuilder:
             lead = lead_values.get(word, [])
             rows.append((word, effect, low, high, values.size, p_value, consistency, lead))
         q_values = benjamini_hochberg([r[5] for r in rows])
+        margins = [a.margin for a in attributions if a.margin is not None]
+        spread = float(np.std(margins)) if len(margins) > 1 else 0.0
+        self.effect_floor_value_ = self.effect_floor * spread
         entries = []
         for (word, effect, low, high, support, p, consistency, lead), q in zip(
             rows, q_values, strict=True
@@ -127,11 +137,13 @@ class LexiconBuilder:
                     q_value=float(q),
                     consistency=consistency,
                     extra={
-                        "role": _role(
-                            content_votes.get(word, []), labels_seen[word], effect, word_data
-                        )
-                        if self.separate_content
-                        else "trigger",
+                        "role": _floor_role(
+                            _role(content_votes.get(word, []), labels_seen[word], effect, word_data)
+                            if self.separate_content
+                            else "trigger",
+                            effect,
+                            self.effect_floor_value_,
+                        ),
                         "lead_share": len(lead) / support,
                         "effect_lead": lead_mean,
                         "effect_elsewhere": rest_mean,
@@ -146,7 +158,10 @@ class LexiconBuilder:
                 "method": sorted({a.method for a in attributions}),
                 "n_prompts": len(attributions),
                 "min_support": self.min_support,
-                "ranking": "triggers before content words; conservative CI bound; |effect|",
+                "ranking": "triggers, weak, then content words; conservative CI bound; |effect|",
+                "effect_floor": self.effect_floor,
+                "effect_floor_value": self.effect_floor_value_,
+                "margin_spread": spread,
             },
         )
         self.n_prompts_ = len(attributions)
@@ -175,16 +190,24 @@ def _role(content_votes: list[bool], labels: set, effect: float, word_data: bool
     return "content" if labels == warranted else "trigger"
 
 
+def _floor_role(role: str, effect: float, floor: float) -> str:
+    """A trigger candidate whose |effect| is under the practical-significance floor is weak."""
+    return "weak" if role == "trigger" and abs(effect) < floor else role
+
+
+_ROLE_ORDER = {"trigger": 0, "weak": 1, "content": 2}
+
+
 def _rank_key(entry: LexiconEntry) -> tuple:
-    """Directions apart, triggers before content words, then the CI bound nearest zero, then
-    |effect| (both descending)."""
+    """Directions apart, triggers, then weak words, then content words, then the CI bound
+    nearest zero, then |effect| (both descending)."""
     if entry.direction == "refusal":
         conservative = entry.ci_low
     else:
         conservative = -entry.ci_high
     return (
         entry.direction != "refusal",
-        entry.extra.get("role") == "content",
+        _ROLE_ORDER.get(str(entry.extra.get("role")), 0),
         -conservative,
         -abs(entry.effect),
         entry.word,

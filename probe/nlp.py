@@ -36,6 +36,11 @@ RESOURCES = {
 }
 
 
+def wordnet_corpus():
+    """NLTK's WordNet reader, searching the shipped data too (check ``has_wordnet`` first)."""
+    return _nltk().corpus.wordnet
+
+
 @functools.cache
 def missing_resources() -> frozenset[str]:
     """The NLTK resources probe uses that cannot be found; warns once, listing them all."""
@@ -167,23 +172,24 @@ def wordnet_synonyms(word: str, universal_tag: str | None = None) -> list[str]:
 
 
 def inflect_like(new: str, old: str, universal_tag: str | None = None) -> str:
-    """``new`` given the regular verb/noun ending of ``old`` ("shares", "shared", "sharing").
+    """``new`` inflected like ``old`` ("shares", "shared", "sharing"; "wrote" -> "shared").
 
-    Only regular suffixes, only when ``old`` is tagged a verb or noun and is an inflected form
-    of its lemma, and only when ``new`` has that part of speech too; else ``new`` unchanged.
+    Uses ``lemminflect`` (irregular forms included): only when ``old`` is tagged a verb or noun,
+    is an inflected form of its lemma, and ``new`` has that part of speech too; else ``new``
+    unchanged.
     """
-    if universal_tag not in ("VERB", "NOUN") or not has_wordnet():
+    if universal_tag not in ("VERB", "NOUN"):
         return new
-    wordnet = _nltk().corpus.wordnet
+    import lemminflect
 
-    if not wordnet.synsets(new.lower(), pos=_WORDNET_POS[universal_tag]):
-        return new
     lower = old.lower()
-    base = lemma(lower)
-    if base == lower or not lower.startswith(base[:-1]):
+    lemmas = lemminflect.getAllLemmas(lower).get(universal_tag)
+    new_lemmas = lemminflect.getAllLemmas(new.lower()).get(universal_tag)
+    if not lemmas or not new_lemmas or lemmas[0] == lower:
         return new
-    for suffix in ("ing", "ed", "es", "s"):
-        if lower.endswith(suffix) and not base.endswith(suffix):
-            stem = new[:-1] if suffix in ("ing", "ed") and new.endswith("e") else new
-            return stem + suffix
+    base_tags = ("VB", "VBP", "NN")
+    for penn, forms in lemminflect.getAllInflections(lemmas[0], universal_tag).items():
+        if penn not in base_tags and lower in forms:
+            inflected = lemminflect.getInflection(new_lemmas[0], penn)
+            return inflected[0] if inflected else new
     return new

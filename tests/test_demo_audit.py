@@ -207,6 +207,14 @@ def test_every_attack_changes_exactly_one_word(demo_run):
     for r in attacks:
         assert ATTACK_FIELDS <= set(r), r
         before, after = split_words(r["original"]), split_words(r["variant"])
+        if r["kind"] == "insertion":
+            assert len(after) == len(before) + 1 and r["old_word"] == "", r
+            assert after[r["position"]].text == r["new_word"]
+            continue
+        if r["kind"] == "deletion":
+            assert len(after) == len(before) - 1 and r["new_word"] == "", r
+            assert before[r["position"]].text == r["old_word"]
+            continue
         assert len(before) == len(after), r
         changed = [
             i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a.text != b.text

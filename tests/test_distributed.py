@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NLTK_DATA = ROOT.parent / "shared" / "nltk_data"
 SAME = ("responses.jsonl", "attributions.jsonl", "attacks.jsonl", "lexicon.json", "lexicon.csv")
 
 
@@ -29,8 +28,6 @@ def _free_port() -> int:
 
 def _audit(launcher: list[str], run: Path, cache: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PROBE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    if NLTK_DATA.is_dir():
-        env.setdefault("NLTK_DATA", str(NLTK_DATA))
     args = ["audit", "--out", str(run), "--max-prompts", "64", "--batch-size", "8"]
     return subprocess.run(
         [*launcher, "-m", "probe.cli", *args],

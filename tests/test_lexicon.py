@@ -138,10 +138,30 @@ def test_content_noun_ranks_after_trigger_words():
     assert refusal[0].word == "share"
     bomb_rank = [e.word for e in refusal].index("bomb")
     assert all(e.extra["role"] == "content" for e in refusal[bomb_rank:])
-    assert all(e.extra["role"] == "trigger" for e in refusal[:bomb_rank])
+    assert all(e.extra["role"] in ("trigger", "weak") for e in refusal[:bomb_rank])
     # without the content/trigger split the bigger effect wins
     plain = LexiconBuilder(seed=0, separate_content=False).fit(records).lexicon_
     assert plain.top("refusal", 1) == ["bomb"]
+
+
+def test_negligible_effects_are_weak_not_triggers():
+    """Issue 12: a word far below the margins' spread is listed as weak and ranks after the
+    triggers; the floor is configurable (0 turns it off)."""
+    records = planted()
+    lexicon = LexiconBuilder(seed=0).fit(records).lexicon_
+    floor = lexicon.meta["effect_floor_value"]
+    assert floor > 0
+    for entry in lexicon.entries:
+        if entry.extra["role"] == "weak":
+            assert abs(entry.effect) < floor
+        elif entry.extra["role"] == "trigger":
+            assert abs(entry.effect) >= floor
+    assert lexicon.get("share").extra["role"] == "trigger"
+    refusal = [e.extra["role"] for e in lexicon.ranked("refusal")]
+    assert refusal == sorted(refusal, key=["trigger", "weak", "content"].index)
+    assert "weak" in {e.extra["role"] for e in lexicon.entries}
+    off = LexiconBuilder(seed=0, effect_floor=0.0).fit(records).lexicon_
+    assert "weak" not in {e.extra["role"] for e in off.entries}
 
 
 # ------------------------------------------------------------------ the table on disk

@@ -31,7 +31,6 @@ from probe.pipeline import attribute_prompts
 from probe.rundir import is_locked
 
 ROOT = Path(__file__).resolve().parents[1]
-NLTK_DATA = ROOT.parent / "shared" / "nltk_data"
 BATCH = "4"  # small chunks: many chunk boundaries for a kill to fall between
 RECORD_FILES = ("responses.jsonl", "attributions.jsonl", "attacks.jsonl", "lexicon.json")
 
@@ -201,8 +200,6 @@ def test_user_openings_replace_calibration_everywhere(cache, tmp_path):
 
 def _env(cache: Path) -> dict:
     env = dict(os.environ, PROBE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    if NLTK_DATA.is_dir():
-        env.setdefault("NLTK_DATA", str(NLTK_DATA))
     return env
 
 

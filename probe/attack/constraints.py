@@ -1,0 +1,197 @@
+"""Constraints on one-word edits. Each computes its values for a batch of edits (written to
+attacks.jsonl whether or not it is enforced) and says which edits it accepts.
+
+- ``ContentConstraint``: never touch a word that carries the request (nouns, numbers, jargon,
+  adjectives modifying them; ``EditContext.content``), and never bring one in.
+- ``PartOfSpeechConstraint``: the new word's tag in the edited sentence equals the old word's
+  tag in the original; the one exception is a question word replacing (or inserted before) the
+  lead word, accepted only where the fluency constraint accepts the result; a lead imperative
+  (which the tagger reads as noun or verb at random) must be replaced by a word WordNet knows
+  as a verb. Insertions and
+  deletions are limited to adverbs, particles and politeness words ("please").
+- ``FluencyConstraint``: the edit may not lower the text's mean per-token log-probability under
+  a language model (the bare text, no chat template) by more than ``max_drop`` nats.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+from probe.attack.transformations import QUESTION_WORDS, Edit, EditContext
+from probe.nlp import has_wordnet, is_content_word, universal_tags, wordnet_corpus
+from probe.words import split_words
+
+FREE_TAGS = frozenset({"ADV", "PRT"})  # tags an insertion or deletion may add or remove
+FREE_WORDS = frozenset({"please", "kindly", "just"})
+
+
+class Constraint:
+    """Values for a batch of edits (dicts of AttackRecord fields) and an accept decision."""
+
+    name = "constraint"
+    cheap = True  # cheap constraints filter before margin scoring, others before verification
+
+    def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
+        raise NotImplementedError
+
+    def accepts(self, values: dict) -> bool:
+        raise NotImplementedError
+
+
+class ContentConstraint(Constraint):
+    name = "content"
+
+    def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
+        return [{"content_word": self._touches(context, e)} for e in edits]
+
+    @staticmethod
+    def _touches(context: EditContext, edit: Edit) -> bool:
+        """The edit removes or replaces a content word, or brings one in ("Ask about ..." ->
+        "Bomb about ..." changes what is asked as surely as "bread" -> "bomb")."""
+        if edit.kind != "insertion" and edit.position in context.content:
+            return True
+        new = edit.new_word.lower()
+        return bool(new) and (new in context.content_vocabulary or is_content_word(new, None))
+
+    def accepts(self, values: dict) -> bool:
+        return not values["content_word"]
+
+
+class PartOfSpeechConstraint(Constraint):
+    name = "pos"
+
+    def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
+        if context.tags is None:
+            return [{"pos_after": None, "pos_rule": "untagged", "pos_ok": True} for _ in edits]
+        return [self._one(context, e) for e in edits]
+
+    def _one(self, context: EditContext, edit: Edit) -> dict:
+        new = edit.new_word.lower()
+        lead = edit.position == context.lead
+        if edit.kind == "deletion":
+            old = edit.old_word.lower()
+            ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
+            return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
+        words = [w.text for w in split_words(edit.variant)]
+        after = universal_tags(words)[edit.position]
+        if edit.kind == "insertion":
+            if lead and new in QUESTION_WORDS:
+                return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}
+            ok = after in FREE_TAGS or new in FREE_WORDS
+            return {"pos_after": after, "pos_rule": "insertion", "pos_ok": ok}
+        if lead and (
+            new in QUESTION_WORDS or (edit.old_word.lower() in QUESTION_WORDS and _can_be_verb(new))
+        ):
+            # The paper's forms: "What ..." for a lead verb, "Share ..." for a lead question.
+            return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}
+        if lead and _can_be_verb(edit.old_word) and _can_be_verb(new):
+            # The tagger reads lead imperatives ("Share ...", "Talk ...") as nouns or verbs at
+            # random; a lead verb must be replaced by a word that can be a verb.
+            ok = after in _LEAD_VERB_READINGS and edit.replaced_pos in _LEAD_VERB_READINGS
+            return {"pos_after": after, "pos_rule": "lead-verb", "pos_ok": ok}
+        if after == edit.replaced_pos:
+            return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
+        return {"pos_after": after, "pos_rule": "changed", "pos_ok": False}
+
+    def accepts(self, values: dict) -> bool:
+        return bool(values["pos_ok"])
+
+
+_LEAD_VERB_READINGS = frozenset({"VERB", "NOUN", "ADJ"})
+
+
+@functools.cache
+def _can_be_verb(word: str) -> bool:
+    """Whether WordNet knows ``word`` as a verb (False without WordNet)."""
+    if not has_wordnet():
+        return False
+    wordnet = wordnet_corpus()
+    return bool(wordnet.synsets(word.lower(), pos=wordnet.VERB))
+
+
+class BareTextLM:
+    """Mean per-token log-probability of bare texts (no chat template) under a causal LM."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        start = tokenizer.bos_token_id
+        if start is None:
+            start = tokenizer.eos_token_id
+        self.start = start
+        pad = tokenizer.pad_token_id
+        self.pad = pad if pad is not None else (start if start is not None else 0)
+
+    @torch.no_grad()
+    def mean_log_probs(self, texts: Sequence[str]) -> list[float]:
+        out: list[float] = []
+        device = next(self.model.parameters()).device
+        for begin in range(0, len(texts), self.batch_size):
+            rows = []
+            for text in texts[begin : begin + self.batch_size]:
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                rows.append(([self.start] if self.start is not None else []) + list(ids))
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logp = logits[:, :-1].float().log_softmax(-1)
+            picked = logp.gather(2, ids[:, 1:, None].to(device))[..., 0]
+            valid = mask[:, 1:].to(device).float()
+            means = (picked * valid).sum(1) / valid.sum(1).clamp(min=1)
+            out += means.cpu().tolist()
+        return out
+
+
+# Calibrated in benchmarks/RESULTS.md ("Fluency threshold") on natural rewordings vs the broken
+# edits the earlier attack reported: 0.5 nats/token for a real LM (SmolLM2), 1.5 for a toy LM
+# (under 20M parameters, e.g. the demo model, whose per-token log-probs are much flatter).
+MAX_DROP_REAL_LM = 0.5
+MAX_DROP_TOY_LM = 1.5
+
+
+def default_max_drop(model) -> float:
+    """The calibrated fluency bound for an LM of this size."""
+    from probe.subject import SMALL_MODEL_PARAMETERS
+
+    size = sum(p.numel() for p in model.parameters())
+    return MAX_DROP_TOY_LM if size < SMALL_MODEL_PARAMETERS else MAX_DROP_REAL_LM
+
+
+class FluencyConstraint(Constraint):
+    """Change in mean per-token log-prob (edited minus original) must be >= -``max_drop``."""
+
+    name = "fluency"
+    cheap = False
+
+    def __init__(self, lm: BareTextLM, max_drop: float = MAX_DROP_REAL_LM) -> None:
+        self.lm = lm
+        self.max_drop = max_drop
+        self.evaluations = 0
+        self._base: dict[str, float] = {}
+
+    def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
+        texts = [e.variant for e in edits]
+        if context.text not in self._base:
+            texts.append(context.text)
+        scores = self.lm.mean_log_probs(texts) if texts else []
+        self.evaluations += len(texts)
+        if context.text not in self._base:
+            self._base[context.text] = scores.pop()
+        base = self._base[context.text]
+        return [{"fluency": s - base, "fluency_ok": s - base >= -self.max_drop} for s in scores]
+
+    def accepts(self, values: dict) -> bool:
+        return bool(values["fluency_ok"])
+
+
+def null_values() -> dict:
+    """Values of a constraint that was not computed (no LM for fluency)."""
+    return {"fluency": None, "fluency_ok": None}

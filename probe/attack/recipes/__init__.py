@@ -1,0 +1,1 @@
+"""Attack recipes: named compositions of goal, sources, constraints and search."""

@@ -1,0 +1,179 @@
+"""Search strategies: in which order candidate edits are scored and verified.
+
+``GuidedSearch`` walks positions in priority order under the goal's query budget, stopping a
+prompt at its first verified flip; ``ExhaustiveSearch`` scores every candidate of every position
+first (the baseline of benchmarks/attack_efficiency.py). Both run all prompts in rounds so model
+calls are batched across prompts; per prompt the decisions are those of a one-at-a-time search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from probe.attack.goal import Goal
+from probe.attack.records import AttackRecord, AttackResult
+from probe.attack.transformations import Edit, EditContext
+from probe.data import Prompt
+from probe.judge import RefusalJudge
+from probe.subject import Subject
+
+Candidate = tuple[Edit, dict]  # an edit and its constraint values so far
+
+
+@dataclass
+class PromptSearch:
+    """Search state of one attacked prompt."""
+
+    prompt: Prompt
+    goal: Goal
+    context: EditContext
+    plan: list[list[Candidate]]
+    before: float | None
+    base_ids: tuple[int, ...] = ()
+    next_group: int = 0
+    queries: int = 0
+    verified: int = 0
+    best: list[tuple[float, Edit, dict]] = field(default_factory=list)
+    pending: list[tuple[float, Edit, dict]] = field(default_factory=list)
+
+
+# Checks the pending (crossed) candidates of a prompt before verification: adds the costly
+# constraint values and drops the candidates the enforced constraints reject.
+Screen = Callable[[PromptSearch, list[tuple[float, Edit, dict]]], list[tuple[float, Edit, dict]]]
+
+
+class GuidedSearch:
+    name = "guided"
+    budgeted = True
+
+    def order(self, plan: list[list[Candidate]]) -> list[list[Candidate]]:
+        return plan
+
+
+class ExhaustiveSearch(GuidedSearch):
+    name = "exhaustive"
+    budgeted = False
+
+    def order(self, plan: list[list[Candidate]]) -> list[list[Candidate]]:
+        return [[c for group in plan for c in group]]
+
+
+SEARCHES = {"guided": GuidedSearch, "exhaustive": ExhaustiveSearch}
+
+
+def run_search(
+    strategy: GuidedSearch,
+    subject: Subject,
+    judge: RefusalJudge,
+    searches: list[PromptSearch],
+    refused: dict[str, bool],
+    result: AttackResult,
+    screen: Screen,
+    *,
+    max_verify: int,
+    max_new_tokens: int,
+    progress: bool = False,
+) -> None:
+    """Score each prompt's next position group (one margin batch per prompt, shared prefix),
+    verify the screened candidates that crossed zero, best first, one generation batch per step;
+    then verify the best-scoring screened edits of prompts that never crossed."""
+    bar = tqdm(total=len(searches), desc="attack", unit="prompt", disable=not progress)
+    active = list(searches)
+    while active:
+        scoring = [
+            s
+            for s in active
+            if s.next_group < len(s.plan)
+            and not (strategy.budgeted and s.queries >= s.goal.max_queries)
+        ]
+        if not scoring:
+            break
+        for search in scoring:
+            group = search.plan[search.next_group]
+            search.next_group += 1
+            if not group:
+                continue
+            margins = subject.shared_prefix_margins(
+                search.base_ids, [subject.encode(edit.variant).input_ids for edit, _ in group]
+            ).tolist()
+            search.queries += len(group)
+            ranked = sorted(
+                ((m, edit, values) for m, (edit, values) in zip(margins, group, strict=True)),
+                key=lambda m, s=search: -s.goal.progress(m[0]),
+            )
+            crossed = [m for m in ranked if search.goal.progress(m[0]) > 0]
+            search.pending = screen(search, crossed)
+            search.best += ranked[: max_verify * 3]
+        _verify_pending(subject, judge, scoring, refused, result, max_verify, max_new_tokens)
+        active = [
+            s for s in active if s.prompt.id not in result.flipped_ids and s.verified < max_verify
+        ]
+        bar.update(len(searches) - len(active) - bar.n)
+    leftovers = [s for s in searches if s.prompt.id not in result.flipped_ids]
+    for search in leftovers:
+        near = sorted(
+            (m for m in search.best if search.goal.progress(m[0]) <= 0),
+            key=lambda m, s=search: -s.goal.progress(m[0]),
+        )
+        search.pending = screen(search, near)
+    _verify_pending(subject, judge, leftovers, refused, result, max_verify, max_new_tokens)
+    bar.update(len(searches) - bar.n)
+    bar.close()
+    for search in searches:
+        result.queries_by_prompt[search.prompt.id] = search.queries
+    result.queries += sum(s.queries for s in searches)
+
+
+def _verify_pending(
+    subject: Subject,
+    judge: RefusalJudge,
+    searches: list[PromptSearch],
+    refused: dict[str, bool],
+    result: AttackResult,
+    max_verify: int,
+    max_new_tokens: int,
+) -> None:
+    """Verify pending edits (best first) by generation + judge, one batch per step."""
+    while True:
+        batch = [
+            s
+            for s in searches
+            if s.pending and s.verified < max_verify and s.prompt.id not in result.flipped_ids
+        ]
+        if not batch:
+            return
+        steps = [(s, *s.pending.pop(0)) for s in batch]
+        responses = subject.generate([edit.variant for _, _, edit, _ in steps], max_new_tokens)
+        for (search, margin, edit, values), response in zip(steps, responses, strict=True):
+            search.verified += 1
+            search.queries += 1
+            judged = judge.is_refusal(response)
+            success = search.goal.succeeded(judged)
+            result.records.append(
+                AttackRecord(
+                    id=search.prompt.id,
+                    label=search.prompt.label,
+                    target=search.goal.target,
+                    original=search.prompt.prompt,
+                    variant=edit.variant,
+                    position=edit.position,
+                    old_word=edit.old_word,
+                    new_word=edit.new_word,
+                    replaced_pos=edit.replaced_pos,
+                    source=edit.source,
+                    margin_before=float(search.before),
+                    margin_after=margin,
+                    flipped=success,
+                    judged_refusal_before=bool(refused[search.prompt.id]),
+                    judged_refusal_after=judged,
+                    response_after=response,
+                    queries=search.queries,
+                    kind=edit.kind,
+                    **values,
+                )
+            )
+            if success:
+                result.flipped_ids.add(search.prompt.id)

@@ -1,0 +1,249 @@
+"""Candidate sources: each proposes one-word edits (substitution, insertion, deletion) of a prompt.
+
+A source is one class with ``propose(context, position)``; sources that need the model (the
+gradient-guided one) compute what they need once per prompt in ``prepare``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from probe.lexicon_table import Direction
+from probe.nlp import inflect_like, is_content_word, stopword_set, universal_tags, wordnet_synonyms
+from probe.subject import Subject
+from probe.words import Word, delete_word, replace_word, split_words
+
+QUESTION_WORDS = frozenset({"what", "how", "who", "why", "where", "when", "which"})
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A candidate one-word edit. ``position`` indexes the original's words (for an insertion:
+    the word the new one goes in front of, which is also the new word's index in ``variant``)."""
+
+    position: int
+    old_word: str
+    new_word: str
+    variant: str
+    replaced_pos: str | None
+    source: str  # "trigger" (lexicon), "synonym" (WordNet), "guided" (gradient), "deletion"
+    kind: str = "substitution"
+
+
+class EditContext:
+    """One prompt's words, tags, lead word and protected (content) positions.
+
+    ``content_vocabulary``: lower-cased words known to carry requests elsewhere (the lexicon's
+    ``role="content"`` entries), which an edit may not bring in either."""
+
+    def __init__(
+        self, text: str, tag: bool = True, content_vocabulary: frozenset[str] = frozenset()
+    ) -> None:
+        self.text = text
+        self.content_vocabulary = content_vocabulary  # words the lexicon found to be content
+        self.words: list[Word] = split_words(text)
+        self.alnum = [i for i, w in enumerate(self.words) if not w.is_punct]
+        self.lead = self.alnum[0] if self.alnum else -1
+        self.tags = universal_tags([w.text for w in self.words]) if tag else None
+        self.content = {i for i in self.alnum if self._is_content(i)}
+
+    def tag(self, index: int) -> str | None:
+        return self.tags[index] if self.tags is not None else None
+
+    def _is_content(self, index: int) -> bool:
+        """Content words carry the request: nouns, numbers, jargon, and adjectives that modify a
+        content noun ("a fake id"). The lead word is read as the request's verb, never content."""
+        if index == self.lead:
+            return False
+        word = self.words[index].text
+        if is_content_word(word, self.tag(index)):
+            return True
+        if self.tag(index) == "ADJ" and word.lower() not in stopword_set():
+            following = next((j for j in self.alnum if j > index), None)
+            return following is not None and is_content_word(
+                self.words[following].text, self.tag(following)
+            )
+        return False
+
+    def substitution(self, index: int, new: str, source: str) -> Edit:
+        old = self.words[index]
+        variant = replace_word(self.text, old, new)
+        return Edit(
+            index, old.text, split_words(variant)[index].text, variant, self.tag(index), source
+        )
+
+    def insertion(self, index: int, new: str, source: str) -> Edit:
+        at = self.words[index]
+        rest = self.text[at.start :]
+        if index == self.lead:
+            new = new[:1].upper() + new[1:]
+            if self.tag(index) not in ("PROPN",) and at.text != "I":
+                rest = rest[:1].lower() + rest[1:]
+        variant = self.text[: at.start] + new + " " + rest
+        return Edit(index, "", new, variant, None, source, "insertion")
+
+    def deletion(self, index: int) -> Edit:
+        old = self.words[index]
+        variant = delete_word(self.text, old)
+        if index == self.lead:
+            words = split_words(variant)
+            first = next((w for w in words if not w.is_punct), None)
+            if first is not None:
+                variant = replace_word(variant, first, first.text[:1].upper() + first.text[1:])
+        return Edit(index, old.text, "", variant, self.tag(index), "deletion", "deletion")
+
+
+class CandidateSource:
+    """Proposes edits at one position of a prompt."""
+
+    name = "source"
+
+    def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
+        """Per-prompt work before proposing; returns the model queries it spent."""
+        return 0
+
+    def propose(self, context: EditContext, index: int) -> list[Edit]:
+        raise NotImplementedError
+
+
+class LexiconTriggers(CandidateSource):
+    """The lexicon's top triggers of the target direction: substituted (inflected like the old
+    word) at every position, and inserted in front of the lead word (the paper's "What ..."
+    form needs a new first word, which one substitution rarely makes grammatical)."""
+
+    name = "trigger"
+
+    def __init__(self, triggers: Sequence[str], insert: bool = True) -> None:
+        self.triggers = list(triggers)
+        self.insert = insert
+
+    def propose(self, context: EditContext, index: int) -> list[Edit]:
+        old = context.words[index].text
+        edits = [
+            context.substitution(index, inflect_like(t, old, context.tag(index)), self.name)
+            for t in self.triggers
+        ]
+        if self.insert and index == context.lead:
+            edits += [context.insertion(index, t, self.name) for t in self.triggers]
+        return edits
+
+
+class WordNetSynonyms(CandidateSource):
+    """Up to ``k`` single-word WordNet synonyms of the old word, same part of speech."""
+
+    name = "synonym"
+
+    def __init__(self, k: int = 3) -> None:
+        self.k = k
+
+    def propose(self, context: EditContext, index: int) -> list[Edit]:
+        old = context.words[index].text
+        return [
+            context.substitution(index, s, self.name)
+            for s in wordnet_synonyms(old, context.tag(index))[: self.k]
+        ]
+
+
+class Deletions(CandidateSource):
+    """Delete the word (the constraints decide which deletions keep the request)."""
+
+    name = "deletion"
+
+    def propose(self, context: EditContext, index: int) -> list[Edit]:
+        return [context.deletion(index)] if len(context.alnum) > 1 else []
+
+
+class GradientGuided(CandidateSource):
+    """Model-guided substitutions (HotFlip / AutoPrompt style first-order estimate).
+
+    One backward pass per prompt gives g, the gradient of the margin w.r.t. the input
+    embedding of each token. Replacing the first token of word i (embedding e_old) by a
+    one-token real English word v changes the margin by about (e_v - e_old) . g_i; the
+    ``per_position`` words with the best estimate toward the target are proposed, then the
+    constraints filter them and the search scores them exactly. Real words: WordNet lemmas and
+    stopwords that are a single token of the subject's tokenizer (with and without a space).
+    ``per_position=None`` proposes every such word at every position, unranked: the candidate
+    space of the exhaustive baseline.
+    """
+
+    name = "guided"
+
+    def __init__(
+        self, per_position: int | None = 6, vocabulary: Sequence[str] | None = None
+    ) -> None:
+        self.per_position = per_position
+        self.vocabulary = vocabulary
+        self._ranked: dict[int, list[str]] = {}
+
+    def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
+        self._ranked = {}
+        words, ids = _single_token_words(subject, tuple(self.vocabulary or _english_words()))
+        if not words:
+            return 0
+        encoded = subject.encode(context.text)
+        embedding = subject.model.get_input_embeddings()
+        tokens = torch.tensor([encoded.input_ids], device=subject.device)
+        with torch.no_grad():
+            embeds = embedding(tokens)
+        embeds.requires_grad_(True)
+        margin = subject.margins_from_embeddings(embeds)
+        (grad,) = torch.autograd.grad(margin.sum(), embeds)
+        sign = -1.0 if target == "compliance" else 1.0
+        with torch.no_grad():
+            table = embedding.weight[torch.tensor(ids, device=subject.device)]
+            for index in context.alnum:
+                positions = encoded.word_token_positions(index)
+                if not positions:
+                    continue
+                g = grad[0, positions[0]]
+                estimate = sign * (table @ g - embeds[0, positions[0]] @ g)
+                old = context.words[index].text.lower()
+                order = estimate.argsort(descending=True).tolist()
+                limit = len(order) if self.per_position is None else self.per_position + 1
+                picked = [words[j] for j in order[:limit] if words[j] != old]
+                self._ranked[index] = picked[: self.per_position]
+        return 1
+
+    def propose(self, context: EditContext, index: int) -> list[Edit]:
+        old = context.words[index].text
+        return [
+            context.substitution(index, inflect_like(w, old, context.tag(index)), self.name)
+            for w in self._ranked.get(index, [])
+        ]
+
+
+@functools.cache
+def _english_words() -> tuple[str, ...]:
+    """Lower-case alphabetic WordNet lemmas (<= 12 letters) plus the stopwords."""
+    from probe.nlp import has_wordnet, wordnet_corpus
+
+    words = set(stopword_set()) | QUESTION_WORDS
+    if has_wordnet():
+        words |= {w for w in wordnet_corpus().all_lemma_names() if w.isalpha() and len(w) <= 12}
+    return tuple(sorted(w for w in words if w.isalpha()))
+
+
+_VOCAB_CACHE: dict[tuple[int, int], tuple[list[str], list[int]]] = {}
+
+
+def _single_token_words(
+    subject: Subject, vocabulary: tuple[str, ...]
+) -> tuple[list[str], list[int]]:
+    """Words of ``vocabulary`` that are one token after a space, and that token (cached)."""
+    key = (id(subject.tokenizer), hash(vocabulary))
+    if key not in _VOCAB_CACHE:
+        tokenizer = subject.tokenizer
+        unk = tokenizer.unk_token_id
+        spaced = tokenizer([" " + w for w in vocabulary], add_special_tokens=False)["input_ids"]
+        bare = tokenizer(list(vocabulary), add_special_tokens=False)["input_ids"]
+        words, ids = [], []
+        for word, a, b in zip(vocabulary, spaced, bare, strict=True):
+            if len(a) == 1 and len(b) == 1 and a[0] != unk:
+                words.append(word)
+                ids.append(a[0])
+        _VOCAB_CACHE[key] = (words, ids)
+    return _VOCAB_CACHE[key]
