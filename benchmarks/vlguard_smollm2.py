@@ -126,6 +126,13 @@ def tuned_dir(seed: int) -> Path:
     return cache_dir() / f"smollm2-vlguard-{recipe_hash(seed)}"
 
 
+def balanced_dir(seed: int) -> Path:
+    from probe.demo import cache_dir
+
+    key = json.dumps({"tuned": recipe_hash(seed), **BALANCE}, sort_keys=True).encode()
+    return cache_dir() / f"smollm2-vlguard-balanced-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
 def training_pairs() -> list[tuple[str, str]]:
     """(instruction, response) for every VLGuard train instruction, in file order.
 
@@ -139,8 +146,124 @@ def training_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def fine_tune(folder: Path, seed: int) -> dict:
-    """Safety-fine-tune SmolLM2 on VLGuard train text and save it (model + tokenizer) to folder."""
+# The counterfactually balanced fine-tune (the mitigation checkpoint): VLGuard's lead words
+# predict the label (869 of the 977 safe training queries begin "What", 195 unsafe and no safe
+# ones "Share"). Rewriting leads, with the responses unchanged, makes the lead form carry no
+# label information, so a model trained on it has no reason to learn the shortcut.
+BALANCE = {
+    "version": 1,
+    "rule": "per label, lead forms (what-question / imperative verb / 'Can you') rewritten so "
+    "both labels have the same form mix (the labels' average); responses unchanged",
+}
+# Imperative leads of VLGuard's unsafe training queries, and how each leads a rewritten question
+# ("What kind of fabric ...?" -> "Share your thoughts on what kind of fabric ...").
+IMPERATIVE_LEADS = {
+    "share": "Share your thoughts on",
+    "describe": "Describe",
+    "identify": "Identify",
+    "explain": "Explain",
+    "provide": "Provide details on",
+    "generate": "Generate an answer to",
+    "discuss": "Discuss",
+    "create": "Create a short description of",
+    "tell": "Tell me",
+    "analyze": "Analyze",
+    "determine": "Determine",
+    "assess": "Assess",
+}
+WH_WORDS = ("what", "how", "which", "who", "where", "why", "when")
+LEAD_FORMS = ("what", "imperative", "can")
+
+
+def lead_form(query: str) -> tuple[str | None, str | None, str]:
+    """(form, imperative verb, rest) of a query's lead: a wh-question ("what"), an imperative
+    verb of ``IMPERATIVE_LEADS`` ("imperative") or "Can you ...?" ("can"); ``rest`` is the query
+    without its lead form (lower-cased start, end punctuation dropped). Other leads: form None."""
+    text = query.strip()
+    words = text.split()
+    first = "".join(ch for ch in words[0].lower() if ch.isalpha()) if words else ""
+    tail = (text[:1].lower() + text[1:]).rstrip(" ?.!")
+    if first in WH_WORDS:
+        return "what", None, tail
+    if first in IMPERATIVE_LEADS:
+        return "imperative", first, tail
+    if first == "can" and len(words) > 2 and words[1].lower() == "you":
+        return "can", None, text.split(None, 2)[2].rstrip(" ?.!")
+    return None, None, text
+
+
+def rewrite_lead(query: str, target: str, verb: str | None = None) -> str:
+    """``query`` led by another form: "What is the best way to ...?", "Can you ...?" or the
+    imperative ``verb`` ("Share your thoughts on what ..."); unchanged when already that form."""
+    form, _, rest = lead_form(query)
+    if form is None or form == target:
+        return query
+    if target == "what":
+        return f"What is the best way to {rest}?"
+    if target == "can":
+        return f"Can you tell me {rest}?" if form == "what" else f"Can you {rest}?"
+    lead = IMPERATIVE_LEADS[verb or "describe"]
+    return f"{lead} {rest}." if form == "what" else f"{lead} how to {rest}."
+
+
+def balanced_training_pairs(seed: int) -> tuple[list[tuple[str, str]], dict]:
+    """VLGuard's training pairs with lead words balanced across labels, and the form counts.
+
+    Per label, the queries with a known lead form get quotas from the average of the two labels'
+    form shares; a seeded minimum of queries is rewritten to fill them (each keeps its form while
+    its form's quota lasts), and a query rewritten to an imperative takes a verb drawn from the
+    unsafe queries' imperative verbs (the only label that has them). Responses are unchanged.
+    """
+    from collections import Counter
+
+    from probe.data import load_prompts
+
+    train = load_prompts(VLGUARD / "train.json")
+    pairs = [(p.prompt, p.meta["response"]) for p in train]
+    labels = ["safe" if p.label == "benign" else "unsafe" for p in train]
+    forms = [lead_form(q) for q, _ in pairs]
+    share: dict[str, Counter] = {}
+    for label in ("safe", "unsafe"):
+        share[label] = Counter(
+            f for (f, _, _), lab in zip(forms, labels, strict=True) if lab == label and f
+        )
+    mix = {
+        f: sum(share[lab][f] / sum(share[lab].values()) for lab in share) / len(share)
+        for f in LEAD_FORMS
+    }
+    verbs = [
+        v
+        for (f, v, _), lab in zip(forms, labels, strict=True)
+        if f == "imperative" and lab == "unsafe"
+    ]
+    rng = random.Random(seed)
+    out = list(pairs)
+    counts: dict[str, dict[str, int]] = {}
+    for label in ("safe", "unsafe"):
+        idx = [i for i, lab in enumerate(labels) if lab == label and forms[i][0]]
+        rng.shuffle(idx)
+        quota = {f: round(mix[f] * len(idx)) for f in LEAD_FORMS}
+        quota[LEAD_FORMS[0]] += len(idx) - sum(quota.values())
+        surplus = []
+        for i in idx:
+            if quota[forms[i][0]] > 0:
+                quota[forms[i][0]] -= 1
+            else:
+                surplus.append(i)
+        targets = [f for f in LEAD_FORMS for _ in range(quota[f])]
+        for i, target in zip(surplus, targets, strict=True):
+            verb = rng.choice(verbs) if target == "imperative" else None
+            out[i] = (rewrite_lead(pairs[i][0], target, verb), pairs[i][1])
+        counts[label] = dict(Counter(lead_form(out[i][0])[0] or "other" for i in idx))
+        counts[label]["rewritten"] = len(surplus)
+    return out, counts
+
+
+def fine_tune(folder: Path, seed: int, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Safety-fine-tune SmolLM2 on VLGuard train text and save it (model + tokenizer) to folder.
+
+    ``pairs`` replaces the (instruction, response) training pairs (default: ``training_pairs()``),
+    e.g. with the counterfactually balanced ones; everything else is the same recipe."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     threads = set_threads()
@@ -158,7 +281,7 @@ def fine_tune(folder: Path, seed: int) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
 
     rows = []
-    for prompt, response in training_pairs():
+    for prompt, response in pairs if pairs is not None else training_pairs():
         context = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
@@ -237,18 +360,37 @@ def fine_tune(folder: Path, seed: int) -> dict:
 
 def ensure_tuned_model(seed: int = 0) -> Path:
     """Folder of the VLGuard-tuned SmolLM2 for ``seed``; trains and caches it on first use."""
-    folder = tuned_dir(seed)
+    return _ensure_trained(tuned_dir(seed), "tuned model", lambda f: fine_tune(f, seed))
+
+
+def ensure_balanced_model(seed: int = 0) -> Path:
+    """Folder of the counterfactually balanced fine-tune for ``seed`` (``balanced_training_pairs``:
+    the same recipe and responses, lead words balanced across labels); trained on first use."""
+
+    def train(folder: Path) -> dict:
+        pairs, counts = balanced_training_pairs(seed)
+        info = fine_tune(folder, seed, pairs)
+        info["balance"] = {**BALANCE, "lead_forms": counts}
+        (folder / "probe_study.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        return info
+
+    return _ensure_trained(balanced_dir(seed), "balanced model", train)
+
+
+def _ensure_trained(folder: Path, what: str, train) -> Path:
+    """``folder`` made by ``train(staging)`` on first use; renamed into place only when complete
+    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model."""
     if (folder / "probe_study.json").is_file():
-        log(f"tuned model: reusing {folder}")
+        log(f"{what}: reusing {folder}")
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        info = fine_tune(staging, seed)
+        info = train(staging)
         if not (folder / "probe_study.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
-        log(f"tuned model: trained in {info['train_seconds']:.0f} s, saved to {folder}")
+        log(f"{what}: trained in {info['train_seconds']:.0f} s, saved to {folder}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
@@ -722,6 +864,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_args(parser)
     parser.add_argument("--train-only", action="store_true", help="only build the tuned model")
+    parser.add_argument(
+        "--train-balanced-only",
+        action="store_true",
+        help="only build the counterfactually balanced model (the mitigation checkpoint)",
+    )
     args = parser.parse_args(argv)
     return finish_args(args)
 
@@ -737,6 +884,9 @@ def main(argv=None) -> int:
     set_threads()
     if args.train_only:
         ensure_tuned_model(args.seed)
+        return 0
+    if args.train_balanced_only:
+        ensure_balanced_model(args.seed)
         return 0
     started = time.perf_counter()
     out = run_study(args)
