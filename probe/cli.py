@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from probe.compare.cli import add_compare_parser, add_replay_option, attack_or_replay, cmd_compare
 from probe.errors import ProbeError
 
 EXIT_USAGE = 2
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--lexicon", required=True)
     attack.add_argument("--out", required=True)
     attack.add_argument("--method", default="occlusion", help="attribution used to order positions")
+
+    add_replay_option(attack)
+    add_compare_parser(commands)
 
     report = commands.add_parser("report", help="re-render report.md/html from a run directory")
     report.add_argument("run_dir")
@@ -212,8 +216,9 @@ COMMANDS = {
     "audit": _cmd_audit,
     "attribute": _cmd_attribute,
     "lexicon": _cmd_lexicon,
-    "attack": _cmd_attack,
+    "attack": attack_or_replay(_cmd_attack),
     "report": _cmd_report,
+    "compare": cmd_compare,
 }
 
 
