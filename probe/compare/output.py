@@ -327,6 +327,7 @@ over {{ la.n_common_words }} words.</p>
 {% if p.heatmaps %}
 <h3>Prompts whose decision changed the most</h3>
 {% for h in p.heatmaps %}
+<p><code>{{ h.id }}</code> ({{ h.label or "unlabelled" }}): {{ h.prompt }}</p>
 <div class="heat">
 {% for r in h.runs %}
 <div><b>{{ r.name }}</b> margin {{ r.margin | num(2) }},
