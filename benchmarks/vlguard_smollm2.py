@@ -737,6 +737,286 @@ def run_study(args) -> dict:
     return out
 
 
+# ------------------------------------------------------------ base / tuned / balanced
+def load_balanced_subject(seed: int = 0, batch_size: int = 16):
+    """The counterfactually balanced fine-tune as a probe Subject (trained first if needed)."""
+    from probe.subject import Subject
+
+    subject = Subject.load(
+        ensure_balanced_model(seed), dtype="float32", batch_size=batch_size, margin=pilot_margin()
+    )
+    return share_prefixes(subject)
+
+
+def comparison_keys(args) -> dict[str, dict]:
+    """Stage keys of the base / balanced audits and the replays (see ``stage_keys``)."""
+    keys = stage_keys(args)
+    attack = {k: keys["attack"][k] for k in ("attack_prompts", "top_k_triggers", "max_queries")}
+    base = {**keys["base"], "base_model": GGUF_FILE}
+    balanced = {**keys["tuned"], "balanced_model": balanced_dir(args.seed).name}
+    return {
+        "base": base,
+        "base-attack": {**base, **attack},
+        "balanced": balanced,
+        "balanced-attack": {**balanced, **attack},
+        "replay": {**keys["attack"], "balanced_model": balanced_dir(args.seed).name},
+    }
+
+
+def audit_stages(folder, role, subject, behaviour, key, attack_key, test, judge, args) -> dict:
+    """Calibration, attribution, lexicon and one-word attack of one model (stages
+    ``{role}-calibration`` ... ``{role}-attack``), after its ``behaviour`` stage."""
+    from probe.attribution import WordAttribution
+
+    calibration: dict = {}
+
+    def calibrated():
+        loaded = subject()
+        if calibration:
+            apply_calibration(loaded, calibration)
+        return loaded
+
+    calibration.update(
+        folder.stage(
+            f"{role}-calibration",
+            key,
+            lambda: calibration_stage(subject(), test, behaviour["test"]),
+        )
+    )
+    attribution = folder.stage(
+        f"{role}-attribution", key, lambda: attribution_stage(calibrated(), test)
+    )
+    attributions = [WordAttribution.from_record(r) for r in attribution["attributions"]]
+    lexicon = build_lexicon(attributions, args.seed)
+    refused = {r["id"]: r["refused"] for r in behaviour["test"]}
+    attacked = test
+    if args.attack_prompts is not None:
+        from probe.data import balanced_head
+
+        attacked = balanced_head(test, args.attack_prompts)
+    attack = folder.stage(
+        f"{role}-attack",
+        attack_key,
+        lambda: attack_stage(calibrated(), judge, lexicon, attacked, attributions, refused, args),
+    )
+    return {
+        "calibration": calibration,
+        "attributions": attribution["attributions"],
+        "lexicon": lexicon,
+        "attack": attack,
+    }
+
+
+def export_run(folder: Path, model: str, behaviour: dict, audit: dict | None, args) -> Path:
+    """A probe run directory (summary, responses, attributions, lexicon, attacks) made from
+    the study's stages, so ``probe compare`` reads the study like any audit. Without ``audit``
+    (the base model with ``--skip-base-audit``) only the responses and refusal rates."""
+    from probe.rundir import write_jsonl, write_lexicon, write_summary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    test = behaviour["test"]
+    metrics = {
+        "refusal_rate_harmful": refusal_rate(test, "harmful"),
+        "refusal_rate_benign": refusal_rate(test, "benign"),
+    }
+    write_jsonl(
+        folder / "responses.jsonl",
+        (
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                "label": r["label"],
+                "response": r["response"],
+                "judged_refusal": r["refused"],
+            }
+            for r in test
+        ),
+    )
+    summary = {
+        "status": "complete",
+        "model": model,
+        "config": {"max_new_tokens": args.max_new_tokens, "seed": args.seed},
+        "metrics": metrics,
+        "source": "benchmarks/vlguard_smollm2.py",
+    }
+    if audit is not None:
+        attack = audit["attack"]
+        write_jsonl(folder / "attributions.jsonl", audit["attributions"])
+        write_lexicon(folder, audit["lexicon"])
+        write_jsonl(folder / "attacks.jsonl", attack["records"])
+        summary["margin_calibration"] = audit["calibration"]
+        metrics["asr_one_word"] = attack["asr"]
+        metrics["over_refusal_one_word"] = attack["over_refusal"]
+        metrics["queries_per_success"] = attack["queries_per_success"]
+    write_summary(folder, summary)
+    return folder
+
+
+def replay_stage(subject, judge, records, args) -> dict:
+    from probe.compare import replay_edits
+
+    result = replay_edits(records, subject, judge, max_new_tokens=args.max_new_tokens)
+    return {"records": [r.to_record() for r in result.records]}
+
+
+def run_comparison(args, out: dict) -> dict:
+    """Audit the base and the balanced model like the tuned one, export the three as run
+    directories and compare them with ``probe.compare`` (tuned's proofs replayed on the
+    balanced model and, as a check, on the tuned model itself)."""
+    from probe.compare import compare_runs, load_run, write_comparison
+    from probe.compare.replay import ReplayRecord, ReplayResult
+    from probe.judge import RefusalJudge
+    from probe.lexicon_table import TriggerLexicon
+    from probe.resources import lexicon_path
+
+    folder = RunFolder(Path(args.out), fresh=args.fresh)
+    keys, tuned_keys = comparison_keys(args), stage_keys(args)
+    test, what, share = study_prompts(args.n_unsafe, args.n_safe, args.seed)
+    judge = RefusalJudge.default()
+    runs_dir = Path(args.out) / "runs"
+    exported = {}
+
+    base_subject = functools.cache(lambda: load_base_subject(args.batch_size))
+    if "base" in out:
+        audit = None
+        if not args.skip_base_audit:
+            audit = audit_stages(
+                folder, "base", base_subject, out["base"], keys["base"], keys["base-attack"],
+                test, judge, args,
+            )  # fmt: skip
+            out["base_audit"] = {"attack": audit["attack"], "calibration": audit["calibration"]}
+        exported["base"] = export_run(runs_dir / "base", GGUF_FILE, out["base"], audit, args)
+
+    tuned_subject = functools.cache(lambda: load_tuned_subject(args.seed, args.batch_size))
+    tuned_audit = audit_stages(
+        folder, "tuned", tuned_subject, out["tuned"], tuned_keys["tuned"], tuned_keys["attack"],
+        test, judge, args,
+    )  # fmt: skip
+    exported["tuned"] = export_run(
+        runs_dir / "tuned", tuned_dir(args.seed).name, out["tuned"], tuned_audit, args
+    )
+
+    ensure_balanced_model(args.seed)
+    out["train_balanced"] = json.loads(
+        (balanced_dir(args.seed) / "probe_study.json").read_text(encoding="utf-8")
+    )
+    balanced_subject = functools.cache(lambda: load_balanced_subject(args.seed, args.batch_size))
+    balanced = folder.stage(
+        "balanced-behaviour",
+        keys["balanced"],
+        lambda: behaviour_stage(balanced_subject(), judge, test, what, share, args),
+    )
+    out["balanced"] = balanced
+    balanced_audit = audit_stages(
+        folder, "balanced", balanced_subject, balanced, keys["balanced"],
+        keys["balanced-attack"], test, judge, args,
+    )  # fmt: skip
+    out["balanced_audit"] = {
+        "attack": balanced_audit["attack"],
+        "calibration": balanced_audit["calibration"],
+    }
+    exported["balanced"] = export_run(
+        runs_dir / "balanced", balanced_dir(args.seed).name, balanced, balanced_audit, args
+    )
+
+    proofs = tuned_audit["attack"]["records"]
+    replays = {}
+    names = list(exported)
+    t = names.index("tuned")
+    for target, subject, calibration in (
+        ("tuned", tuned_subject, tuned_audit["calibration"]),
+        ("balanced", balanced_subject, balanced_audit["calibration"]),
+    ):
+
+        def compute(subject=subject, calibration=calibration):
+            loaded = subject()
+            apply_calibration(loaded, calibration)
+            return replay_stage(loaded, judge, proofs, args)
+
+        stage = folder.stage(f"replay-tuned-on-{target}", keys["replay"], compute)
+        replays[(t, names.index(target))] = ReplayResult(
+            "tuned", target, [ReplayRecord(**r) for r in stage["records"]]
+        )
+    runs = [load_run(exported[name], name) for name in names]
+    comparison = compare_runs(
+        runs, data_cues=TriggerLexicon.from_json(lexicon_path("vlguard_cues.json")),
+        replays=replays, seed=args.seed,
+    )  # fmt: skip
+    target = Path(args.out) / "compare"
+    write_comparison(comparison, target, replays)
+    log(f"comparison written to {target / 'report.html'}")
+    out["comparison"] = comparison.to_dict()
+    (Path(args.out) / "study.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return out
+
+
+def comparison_table(out: dict) -> str:
+    """Base / tuned / balanced on the same queries (markdown); the study's mitigation table."""
+    cmp = out["comparison"]
+    runs = {r["name"]: r for r in cmp["runs"]}
+    models = [m for m in ("base", "tuned", "balanced") if m in runs]
+    sets = {m: out.get(m) for m in models}
+
+    def row(title: str, cell) -> str:
+        return f"| {title} | " + " | ".join(cell(m) for m in models) + " |"
+
+    def rate_cell(key: str):
+        def cell(m: str) -> str:
+            v = runs[m]["behaviour"].get(key)
+            if not v or v["rate"] is None:
+                return "-"
+            return f"{100 * v['rate']:.1f}% [{100 * v['ci_low']:.0f}, {100 * v['ci_high']:.0f}]"
+
+        return cell
+
+    def paper_cell(key: str):
+        return lambda m: pct(refusal_rate(sets[m][key])) if sets[m] and key in sets[m] else "n/a"
+
+    def effect_cell(word: str):
+        def cell(m: str) -> str:
+            for pair in cmp["pairs"]:
+                for side in ("a", "b"):
+                    if pair[side] == m:
+                        t = next((t for t in pair["triggers"] if t["word"] == word), None)
+                        if t and t[side]["effect"] is not None:
+                            e = t[side]
+                            mark = " (trigger)" if e["trigger"] else ""
+                            ci = f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
+                            return f"{e['effect']:+.2f} {ci}{mark}"
+            return "-"
+
+        return cell
+
+    def replay_cell(m: str) -> str:
+        if m == "tuned":
+            v = runs["tuned"].get("replay_own_proofs")
+        else:
+            pair = next((p for p in cmp["pairs"] if p["a"] == "tuned" and p["b"] == m), None)
+            v = pair["replay"] if pair else None
+        if not v:
+            return "-"
+        s = v["still_flip"]
+        return f"{100 * s['rate']:.1f}% of {s['n']}"
+
+    lines = [
+        "| measure | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+        row("refused, unsafe test queries", rate_cell("refusal_rate_harmful")),
+        row("refused, safe test queries (over-refusal)", rate_cell("refusal_rate_benign")),
+        row('refused, paper\'s "What" rewrites of the unsafe ones', paper_cell("what")),
+        row('refused, paper\'s "Share" rewrites of the safe ones', paper_cell("share")),
+        row("probe one-word ASR (refused unsafe queries flipped)", rate_cell("asr_one_word")),
+        row(
+            "probe one-word over-refusal (answered safe flipped)",
+            rate_cell("over_refusal_one_word"),
+        ),
+        row('effect of "share" (margin, 95% CI)', effect_cell("share")),
+        row('effect of "what"', effect_cell("what")),
+        row("tuned model's one-word proofs that still flip it", replay_cell),
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- table
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
@@ -856,6 +1136,16 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="don't run the paper's attack sets on the as-shipped model (saves 400 generations)",
     )
+    parser.add_argument(
+        "--skip-balanced",
+        action="store_true",
+        help="skip the balanced fine-tune and the base / tuned / balanced comparison",
+    )
+    parser.add_argument(
+        "--skip-base-audit",
+        action="store_true",
+        help="compare without the as-shipped model's attribution and attack",
+    )
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: cache)")
     parser.add_argument("--fresh", action="store_true", help="recompute every stage")
 
@@ -890,8 +1180,13 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     out = run_study(args)
+    if not args.skip_balanced:
+        out = run_comparison(args, out)
     print()
     print(report(out))
+    if "comparison" in out:
+        print("\nBase / tuned / balanced (same 100 + 100 test queries):\n")
+        print(comparison_table(out))
     print(f"\nwhole run {time.perf_counter() - started:.0f} s; results in {args.out}")
     return 0
 
