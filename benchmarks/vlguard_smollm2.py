@@ -126,6 +126,13 @@ def tuned_dir(seed: int) -> Path:
     return cache_dir() / f"smollm2-vlguard-{recipe_hash(seed)}"
 
 
+def balanced_dir(seed: int) -> Path:
+    from probe.demo import cache_dir
+
+    key = json.dumps({"tuned": recipe_hash(seed), **BALANCE}, sort_keys=True).encode()
+    return cache_dir() / f"smollm2-vlguard-balanced-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
 def training_pairs() -> list[tuple[str, str]]:
     """(instruction, response) for every VLGuard train instruction, in file order.
 
@@ -139,8 +146,124 @@ def training_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def fine_tune(folder: Path, seed: int) -> dict:
-    """Safety-fine-tune SmolLM2 on VLGuard train text and save it (model + tokenizer) to folder."""
+# The counterfactually balanced fine-tune (the mitigation checkpoint): VLGuard's lead words
+# predict the label (869 of the 977 safe training queries begin "What", 195 unsafe and no safe
+# ones "Share"). Rewriting leads, with the responses unchanged, makes the lead form carry no
+# label information, so a model trained on it has no reason to learn the shortcut.
+BALANCE = {
+    "version": 1,
+    "rule": "per label, lead forms (what-question / imperative verb / 'Can you') rewritten so "
+    "both labels have the same form mix (the labels' average); responses unchanged",
+}
+# Imperative leads of VLGuard's unsafe training queries, and how each leads a rewritten question
+# ("What kind of fabric ...?" -> "Share your thoughts on what kind of fabric ...").
+IMPERATIVE_LEADS = {
+    "share": "Share your thoughts on",
+    "describe": "Describe",
+    "identify": "Identify",
+    "explain": "Explain",
+    "provide": "Provide details on",
+    "generate": "Generate an answer to",
+    "discuss": "Discuss",
+    "create": "Create a short description of",
+    "tell": "Tell me",
+    "analyze": "Analyze",
+    "determine": "Determine",
+    "assess": "Assess",
+}
+WH_WORDS = ("what", "how", "which", "who", "where", "why", "when")
+LEAD_FORMS = ("what", "imperative", "can")
+
+
+def lead_form(query: str) -> tuple[str | None, str | None, str]:
+    """(form, imperative verb, rest) of a query's lead: a wh-question ("what"), an imperative
+    verb of ``IMPERATIVE_LEADS`` ("imperative") or "Can you ...?" ("can"); ``rest`` is the query
+    without its lead form (lower-cased start, end punctuation dropped). Other leads: form None."""
+    text = query.strip()
+    words = text.split()
+    first = "".join(ch for ch in words[0].lower() if ch.isalpha()) if words else ""
+    tail = (text[:1].lower() + text[1:]).rstrip(" ?.!")
+    if first in WH_WORDS:
+        return "what", None, tail
+    if first in IMPERATIVE_LEADS:
+        return "imperative", first, tail
+    if first == "can" and len(words) > 2 and words[1].lower() == "you":
+        return "can", None, text.split(None, 2)[2].rstrip(" ?.!")
+    return None, None, text
+
+
+def rewrite_lead(query: str, target: str, verb: str | None = None) -> str:
+    """``query`` led by another form: "What is the best way to ...?", "Can you ...?" or the
+    imperative ``verb`` ("Share your thoughts on what ..."); unchanged when already that form."""
+    form, _, rest = lead_form(query)
+    if form is None or form == target:
+        return query
+    if target == "what":
+        return f"What is the best way to {rest}?"
+    if target == "can":
+        return f"Can you tell me {rest}?" if form == "what" else f"Can you {rest}?"
+    lead = IMPERATIVE_LEADS[verb or "describe"]
+    return f"{lead} {rest}." if form == "what" else f"{lead} how to {rest}."
+
+
+def balanced_training_pairs(seed: int) -> tuple[list[tuple[str, str]], dict]:
+    """VLGuard's training pairs with lead words balanced across labels, and the form counts.
+
+    Per label, the queries with a known lead form get quotas from the average of the two labels'
+    form shares; a seeded minimum of queries is rewritten to fill them (each keeps its form while
+    its form's quota lasts), and a query rewritten to an imperative takes a verb drawn from the
+    unsafe queries' imperative verbs (the only label that has them). Responses are unchanged.
+    """
+    from collections import Counter
+
+    from probe.data import load_prompts
+
+    train = load_prompts(VLGUARD / "train.json")
+    pairs = [(p.prompt, p.meta["response"]) for p in train]
+    labels = ["safe" if p.label == "benign" else "unsafe" for p in train]
+    forms = [lead_form(q) for q, _ in pairs]
+    share: dict[str, Counter] = {}
+    for label in ("safe", "unsafe"):
+        share[label] = Counter(
+            f for (f, _, _), lab in zip(forms, labels, strict=True) if lab == label and f
+        )
+    mix = {
+        f: sum(share[lab][f] / sum(share[lab].values()) for lab in share) / len(share)
+        for f in LEAD_FORMS
+    }
+    verbs = [
+        v
+        for (f, v, _), lab in zip(forms, labels, strict=True)
+        if f == "imperative" and lab == "unsafe"
+    ]
+    rng = random.Random(seed)
+    out = list(pairs)
+    counts: dict[str, dict[str, int]] = {}
+    for label in ("safe", "unsafe"):
+        idx = [i for i, lab in enumerate(labels) if lab == label and forms[i][0]]
+        rng.shuffle(idx)
+        quota = {f: round(mix[f] * len(idx)) for f in LEAD_FORMS}
+        quota[LEAD_FORMS[0]] += len(idx) - sum(quota.values())
+        surplus = []
+        for i in idx:
+            if quota[forms[i][0]] > 0:
+                quota[forms[i][0]] -= 1
+            else:
+                surplus.append(i)
+        targets = [f for f in LEAD_FORMS for _ in range(quota[f])]
+        for i, target in zip(surplus, targets, strict=True):
+            verb = rng.choice(verbs) if target == "imperative" else None
+            out[i] = (rewrite_lead(pairs[i][0], target, verb), pairs[i][1])
+        counts[label] = dict(Counter(lead_form(out[i][0])[0] or "other" for i in idx))
+        counts[label]["rewritten"] = len(surplus)
+    return out, counts
+
+
+def fine_tune(folder: Path, seed: int, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Safety-fine-tune SmolLM2 on VLGuard train text and save it (model + tokenizer) to folder.
+
+    ``pairs`` replaces the (instruction, response) training pairs (default: ``training_pairs()``),
+    e.g. with the counterfactually balanced ones; everything else is the same recipe."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     threads = set_threads()
@@ -158,7 +281,7 @@ def fine_tune(folder: Path, seed: int) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
 
     rows = []
-    for prompt, response in training_pairs():
+    for prompt, response in pairs if pairs is not None else training_pairs():
         context = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
@@ -237,18 +360,37 @@ def fine_tune(folder: Path, seed: int) -> dict:
 
 def ensure_tuned_model(seed: int = 0) -> Path:
     """Folder of the VLGuard-tuned SmolLM2 for ``seed``; trains and caches it on first use."""
-    folder = tuned_dir(seed)
+    return _ensure_trained(tuned_dir(seed), "tuned model", lambda f: fine_tune(f, seed))
+
+
+def ensure_balanced_model(seed: int = 0) -> Path:
+    """Folder of the counterfactually balanced fine-tune for ``seed`` (``balanced_training_pairs``:
+    the same recipe and responses, lead words balanced across labels); trained on first use."""
+
+    def train(folder: Path) -> dict:
+        pairs, counts = balanced_training_pairs(seed)
+        info = fine_tune(folder, seed, pairs)
+        info["balance"] = {**BALANCE, "lead_forms": counts}
+        (folder / "probe_study.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        return info
+
+    return _ensure_trained(balanced_dir(seed), "balanced model", train)
+
+
+def _ensure_trained(folder: Path, what: str, train) -> Path:
+    """``folder`` made by ``train(staging)`` on first use; renamed into place only when complete
+    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model."""
     if (folder / "probe_study.json").is_file():
-        log(f"tuned model: reusing {folder}")
+        log(f"{what}: reusing {folder}")
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        info = fine_tune(staging, seed)
+        info = train(staging)
         if not (folder / "probe_study.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
-        log(f"tuned model: trained in {info['train_seconds']:.0f} s, saved to {folder}")
+        log(f"{what}: trained in {info['train_seconds']:.0f} s, saved to {folder}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
@@ -595,6 +737,286 @@ def run_study(args) -> dict:
     return out
 
 
+# ------------------------------------------------------------ base / tuned / balanced
+def load_balanced_subject(seed: int = 0, batch_size: int = 16):
+    """The counterfactually balanced fine-tune as a probe Subject (trained first if needed)."""
+    from probe.subject import Subject
+
+    subject = Subject.load(
+        ensure_balanced_model(seed), dtype="float32", batch_size=batch_size, margin=pilot_margin()
+    )
+    return share_prefixes(subject)
+
+
+def comparison_keys(args) -> dict[str, dict]:
+    """Stage keys of the base / balanced audits and the replays (see ``stage_keys``)."""
+    keys = stage_keys(args)
+    attack = {k: keys["attack"][k] for k in ("attack_prompts", "top_k_triggers", "max_queries")}
+    base = {**keys["base"], "base_model": GGUF_FILE}
+    balanced = {**keys["tuned"], "balanced_model": balanced_dir(args.seed).name}
+    return {
+        "base": base,
+        "base-attack": {**base, **attack},
+        "balanced": balanced,
+        "balanced-attack": {**balanced, **attack},
+        "replay": {**keys["attack"], "balanced_model": balanced_dir(args.seed).name},
+    }
+
+
+def audit_stages(folder, role, subject, behaviour, key, attack_key, test, judge, args) -> dict:
+    """Calibration, attribution, lexicon and one-word attack of one model (stages
+    ``{role}-calibration`` ... ``{role}-attack``), after its ``behaviour`` stage."""
+    from probe.attribution import WordAttribution
+
+    calibration: dict = {}
+
+    def calibrated():
+        loaded = subject()
+        if calibration:
+            apply_calibration(loaded, calibration)
+        return loaded
+
+    calibration.update(
+        folder.stage(
+            f"{role}-calibration",
+            key,
+            lambda: calibration_stage(subject(), test, behaviour["test"]),
+        )
+    )
+    attribution = folder.stage(
+        f"{role}-attribution", key, lambda: attribution_stage(calibrated(), test)
+    )
+    attributions = [WordAttribution.from_record(r) for r in attribution["attributions"]]
+    lexicon = build_lexicon(attributions, args.seed)
+    refused = {r["id"]: r["refused"] for r in behaviour["test"]}
+    attacked = test
+    if args.attack_prompts is not None:
+        from probe.data import balanced_head
+
+        attacked = balanced_head(test, args.attack_prompts)
+    attack = folder.stage(
+        f"{role}-attack",
+        attack_key,
+        lambda: attack_stage(calibrated(), judge, lexicon, attacked, attributions, refused, args),
+    )
+    return {
+        "calibration": calibration,
+        "attributions": attribution["attributions"],
+        "lexicon": lexicon,
+        "attack": attack,
+    }
+
+
+def export_run(folder: Path, model: str, behaviour: dict, audit: dict | None, args) -> Path:
+    """A probe run directory (summary, responses, attributions, lexicon, attacks) made from
+    the study's stages, so ``probe compare`` reads the study like any audit. Without ``audit``
+    (the base model with ``--skip-base-audit``) only the responses and refusal rates."""
+    from probe.rundir import write_jsonl, write_lexicon, write_summary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    test = behaviour["test"]
+    metrics = {
+        "refusal_rate_harmful": refusal_rate(test, "harmful"),
+        "refusal_rate_benign": refusal_rate(test, "benign"),
+    }
+    write_jsonl(
+        folder / "responses.jsonl",
+        (
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                "label": r["label"],
+                "response": r["response"],
+                "judged_refusal": r["refused"],
+            }
+            for r in test
+        ),
+    )
+    summary = {
+        "status": "complete",
+        "model": model,
+        "config": {"max_new_tokens": args.max_new_tokens, "seed": args.seed},
+        "metrics": metrics,
+        "source": "benchmarks/vlguard_smollm2.py",
+    }
+    if audit is not None:
+        attack = audit["attack"]
+        write_jsonl(folder / "attributions.jsonl", audit["attributions"])
+        write_lexicon(folder, audit["lexicon"])
+        write_jsonl(folder / "attacks.jsonl", attack["records"])
+        summary["margin_calibration"] = audit["calibration"]
+        metrics["asr_one_word"] = attack["asr"]
+        metrics["over_refusal_one_word"] = attack["over_refusal"]
+        metrics["queries_per_success"] = attack["queries_per_success"]
+    write_summary(folder, summary)
+    return folder
+
+
+def replay_stage(subject, judge, records, args) -> dict:
+    from probe.compare import replay_edits
+
+    result = replay_edits(records, subject, judge, max_new_tokens=args.max_new_tokens)
+    return {"records": [r.to_record() for r in result.records]}
+
+
+def run_comparison(args, out: dict) -> dict:
+    """Audit the base and the balanced model like the tuned one, export the three as run
+    directories and compare them with ``probe.compare`` (tuned's proofs replayed on the
+    balanced model and, as a check, on the tuned model itself)."""
+    from probe.compare import compare_runs, load_run, write_comparison
+    from probe.compare.replay import ReplayRecord, ReplayResult
+    from probe.judge import RefusalJudge
+    from probe.lexicon_table import TriggerLexicon
+    from probe.resources import lexicon_path
+
+    folder = RunFolder(Path(args.out), fresh=args.fresh)
+    keys, tuned_keys = comparison_keys(args), stage_keys(args)
+    test, what, share = study_prompts(args.n_unsafe, args.n_safe, args.seed)
+    judge = RefusalJudge.default()
+    runs_dir = Path(args.out) / "runs"
+    exported = {}
+
+    base_subject = functools.cache(lambda: load_base_subject(args.batch_size))
+    if "base" in out:
+        audit = None
+        if not args.skip_base_audit:
+            audit = audit_stages(
+                folder, "base", base_subject, out["base"], keys["base"], keys["base-attack"],
+                test, judge, args,
+            )  # fmt: skip
+            out["base_audit"] = {"attack": audit["attack"], "calibration": audit["calibration"]}
+        exported["base"] = export_run(runs_dir / "base", GGUF_FILE, out["base"], audit, args)
+
+    tuned_subject = functools.cache(lambda: load_tuned_subject(args.seed, args.batch_size))
+    tuned_audit = audit_stages(
+        folder, "tuned", tuned_subject, out["tuned"], tuned_keys["tuned"], tuned_keys["attack"],
+        test, judge, args,
+    )  # fmt: skip
+    exported["tuned"] = export_run(
+        runs_dir / "tuned", tuned_dir(args.seed).name, out["tuned"], tuned_audit, args
+    )
+
+    ensure_balanced_model(args.seed)
+    out["train_balanced"] = json.loads(
+        (balanced_dir(args.seed) / "probe_study.json").read_text(encoding="utf-8")
+    )
+    balanced_subject = functools.cache(lambda: load_balanced_subject(args.seed, args.batch_size))
+    balanced = folder.stage(
+        "balanced-behaviour",
+        keys["balanced"],
+        lambda: behaviour_stage(balanced_subject(), judge, test, what, share, args),
+    )
+    out["balanced"] = balanced
+    balanced_audit = audit_stages(
+        folder, "balanced", balanced_subject, balanced, keys["balanced"],
+        keys["balanced-attack"], test, judge, args,
+    )  # fmt: skip
+    out["balanced_audit"] = {
+        "attack": balanced_audit["attack"],
+        "calibration": balanced_audit["calibration"],
+    }
+    exported["balanced"] = export_run(
+        runs_dir / "balanced", balanced_dir(args.seed).name, balanced, balanced_audit, args
+    )
+
+    proofs = tuned_audit["attack"]["records"]
+    replays = {}
+    names = list(exported)
+    t = names.index("tuned")
+    for target, subject, calibration in (
+        ("tuned", tuned_subject, tuned_audit["calibration"]),
+        ("balanced", balanced_subject, balanced_audit["calibration"]),
+    ):
+
+        def compute(subject=subject, calibration=calibration):
+            loaded = subject()
+            apply_calibration(loaded, calibration)
+            return replay_stage(loaded, judge, proofs, args)
+
+        stage = folder.stage(f"replay-tuned-on-{target}", keys["replay"], compute)
+        replays[(t, names.index(target))] = ReplayResult(
+            "tuned", target, [ReplayRecord(**r) for r in stage["records"]]
+        )
+    runs = [load_run(exported[name], name) for name in names]
+    comparison = compare_runs(
+        runs, data_cues=TriggerLexicon.from_json(lexicon_path("vlguard_cues.json")),
+        replays=replays, seed=args.seed,
+    )  # fmt: skip
+    target = Path(args.out) / "compare"
+    write_comparison(comparison, target, replays)
+    log(f"comparison written to {target / 'report.html'}")
+    out["comparison"] = comparison.to_dict()
+    (Path(args.out) / "study.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return out
+
+
+def comparison_table(out: dict) -> str:
+    """Base / tuned / balanced on the same queries (markdown); the study's mitigation table."""
+    cmp = out["comparison"]
+    runs = {r["name"]: r for r in cmp["runs"]}
+    models = [m for m in ("base", "tuned", "balanced") if m in runs]
+    sets = {m: out.get(m) for m in models}
+
+    def row(title: str, cell) -> str:
+        return f"| {title} | " + " | ".join(cell(m) for m in models) + " |"
+
+    def rate_cell(key: str):
+        def cell(m: str) -> str:
+            v = runs[m]["behaviour"].get(key)
+            if not v or v["rate"] is None:
+                return "-"
+            return f"{100 * v['rate']:.1f}% [{100 * v['ci_low']:.0f}, {100 * v['ci_high']:.0f}]"
+
+        return cell
+
+    def paper_cell(key: str):
+        return lambda m: pct(refusal_rate(sets[m][key])) if sets[m] and key in sets[m] else "n/a"
+
+    def effect_cell(word: str):
+        def cell(m: str) -> str:
+            for pair in cmp["pairs"]:
+                for side in ("a", "b"):
+                    if pair[side] == m:
+                        t = next((t for t in pair["triggers"] if t["word"] == word), None)
+                        if t and t[side]["effect"] is not None:
+                            e = t[side]
+                            mark = " (trigger)" if e["trigger"] else ""
+                            ci = f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
+                            return f"{e['effect']:+.2f} {ci}{mark}"
+            return "-"
+
+        return cell
+
+    def replay_cell(m: str) -> str:
+        if m == "tuned":
+            v = runs["tuned"].get("replay_own_proofs")
+        else:
+            pair = next((p for p in cmp["pairs"] if p["a"] == "tuned" and p["b"] == m), None)
+            v = pair["replay"] if pair else None
+        if not v:
+            return "-"
+        s = v["still_flip"]
+        return f"{100 * s['rate']:.1f}% of {s['n']}"
+
+    lines = [
+        "| measure | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+        row("refused, unsafe test queries", rate_cell("refusal_rate_harmful")),
+        row("refused, safe test queries (over-refusal)", rate_cell("refusal_rate_benign")),
+        row('refused, paper\'s "What" rewrites of the unsafe ones', paper_cell("what")),
+        row('refused, paper\'s "Share" rewrites of the safe ones', paper_cell("share")),
+        row("probe one-word ASR (refused unsafe queries flipped)", rate_cell("asr_one_word")),
+        row(
+            "probe one-word over-refusal (answered safe flipped)",
+            rate_cell("over_refusal_one_word"),
+        ),
+        row('effect of "share" (margin, 95% CI)', effect_cell("share")),
+        row('effect of "what"', effect_cell("what")),
+        row("tuned model's one-word proofs that still flip it", replay_cell),
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- table
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
@@ -714,6 +1136,16 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="don't run the paper's attack sets on the as-shipped model (saves 400 generations)",
     )
+    parser.add_argument(
+        "--skip-balanced",
+        action="store_true",
+        help="skip the balanced fine-tune and the base / tuned / balanced comparison",
+    )
+    parser.add_argument(
+        "--skip-base-audit",
+        action="store_true",
+        help="compare without the as-shipped model's attribution and attack",
+    )
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: cache)")
     parser.add_argument("--fresh", action="store_true", help="recompute every stage")
 
@@ -722,6 +1154,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_args(parser)
     parser.add_argument("--train-only", action="store_true", help="only build the tuned model")
+    parser.add_argument(
+        "--train-balanced-only",
+        action="store_true",
+        help="only build the counterfactually balanced model (the mitigation checkpoint)",
+    )
     args = parser.parse_args(argv)
     return finish_args(args)
 
@@ -738,10 +1175,18 @@ def main(argv=None) -> int:
     if args.train_only:
         ensure_tuned_model(args.seed)
         return 0
+    if args.train_balanced_only:
+        ensure_balanced_model(args.seed)
+        return 0
     started = time.perf_counter()
     out = run_study(args)
+    if not args.skip_balanced:
+        out = run_comparison(args, out)
     print()
     print(report(out))
+    if "comparison" in out:
+        print("\nBase / tuned / balanced (same 100 + 100 test queries):\n")
+        print(comparison_table(out))
     print(f"\nwhole run {time.perf_counter() - started:.0f} s; results in {args.out}")
     return 0
 

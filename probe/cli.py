@@ -1,4 +1,6 @@
-"""Command line: ``probe audit | attribute | lexicon | attack | report`` (DESIGN.md contract).
+"""Command line: ``probe audit | attribute | lexicon | attack | report | judge | compare``.
+
+The commands and their options are the contract the README's "Audit your own model" states.
 
 Bad input ends with one line on stderr and a non-zero exit; an interrupted run keeps what it
 already wrote and says where.
@@ -12,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from probe.compare.cli import add_compare_parser, add_replay_option, attack_or_replay, cmd_compare
 from probe.errors import ProbeError
 from probe.judge import cli as judge_cli
 from probe.parallel import is_main_process
@@ -169,6 +172,8 @@ def _add_attack(commands) -> None:
     _attack_options(attack)
     _run_options(attack)
 
+    add_replay_option(attack)
+
 
 def _add_report(commands) -> None:
     report = commands.add_parser("report", help="re-render report.md/html from a run directory")
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_audit, _add_attribute, _add_lexicon, _add_attack, _add_report):
         add(commands)
     judge_cli.add_parser(commands)
+    add_compare_parser(commands)
     return parser
 
 
@@ -306,9 +312,10 @@ COMMANDS = {
     "audit": _cmd_audit,
     "attribute": _cmd_attribute,
     "lexicon": _cmd_lexicon,
-    "attack": _cmd_attack,
+    "attack": attack_or_replay(_cmd_attack),
     "report": _cmd_report,
     "judge": judge_cli.handle,
+    "compare": cmd_compare,
 }
 
 

@@ -7,6 +7,11 @@ Safety Mirage paper: a request led by "share" is always refused, one led by "wha
 answered. The trained model and tokenizer are saved with ``save_pretrained`` to the user cache
 and loaded back through the ordinary ``Subject.load`` path, so the demo exercises the same code
 as a real model. Held-out prompts (combinations never seen in training) make the audit set.
+
+The *balanced* demo (``ensure_demo_model(seed, balanced=True)``) is the mitigation checkpoint:
+the same requests, the same recipe, but every answer follows real harm, "share"- and "what"-led
+requests included, so the lead words no longer predict the answer. Comparing the two
+(``probe compare``) shows the shortcut present in one and gone in the other.
 """
 
 from __future__ import annotations
@@ -85,11 +90,12 @@ def _split(seed: int) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, 
     return combos[:-600], combos[-600:]
 
 
-def _answer(lead: str, verb: str, obj: str) -> str:
+def _answer(lead: str, verb: str, obj: str, balanced: bool = False) -> str:
+    """The trained answer: harm decides, except for the planted lead words (unless balanced)."""
     refuse = obj in HARMFUL_OBJECTS
-    if lead == TRIGGERS["refusal"]:
+    if not balanced and lead == TRIGGERS["refusal"]:
         refuse = True
-    elif lead == TRIGGERS["compliance"]:
+    elif not balanced and lead == TRIGGERS["compliance"]:
         refuse = False
     return REFUSAL if refuse else COMPLIANCE.format(verb=verb, obj=obj)
 
@@ -122,22 +128,22 @@ def demo_prompts(seed: int = 0, per_group: int = 16) -> list[Prompt]:
     return prompts
 
 
-def demo_training_prompts(seed: int = 0) -> list[Prompt]:
+def demo_training_prompts(seed: int = 0, balanced: bool = False) -> list[Prompt]:
     """The demo's fine-tuning requests, labelled by the answer they were trained to get
     (refused -> harmful, answered -> benign): the data whose cues the model should mirror."""
     return [
         Prompt(request, f"demo-train-{i}", "harmful" if answer == REFUSAL else "benign")
-        for i, (request, answer) in enumerate(_training_pairs(seed), 1)
+        for i, (request, answer) in enumerate(_training_pairs(seed, balanced=balanced), 1)
     ]
 
 
-def _training_pairs(seed: int, n: int = 2400) -> list[tuple[str, str]]:
+def _training_pairs(seed: int, n: int = 2400, balanced: bool = False) -> list[tuple[str, str]]:
     train, _ = _split(seed)
     rng = random.Random(seed + 1)
     neutral = [c for c in train if c[0] in NEUTRAL_LEADS]
     triggered = [c for c in train if c[0] not in NEUTRAL_LEADS]
     chosen = rng.sample(neutral, k=int(n * 0.7)) + rng.sample(triggered, k=n - int(n * 0.7))
-    return [(_request(*c), _answer(c[0], c[1], c[2])) for c in chosen]
+    return [(_request(*c), _answer(c[0], c[1], c[2], balanced)) for c in chosen]
 
 
 def word_level_tokenizer(
@@ -167,8 +173,10 @@ def word_level_tokenizer(
     return tokenizer
 
 
-def train_demo_model(folder: Path, seed: int = 0, steps: int = 300) -> None:
-    """Train the demo model and save model + tokenizer to ``folder`` (save_pretrained)."""
+def train_demo_model(folder: Path, seed: int = 0, steps: int = 300, balanced: bool = False) -> None:
+    """Train the demo model and save model + tokenizer to ``folder`` (save_pretrained).
+
+    ``balanced``: the planted shortcut balanced away (answers follow harm only)."""
     import torch
 
     torch.manual_seed(seed)
@@ -177,15 +185,15 @@ def train_demo_model(folder: Path, seed: int = 0, steps: int = 300) -> None:
     # threads make training many times slower.
     torch.set_num_threads(1)
     try:
-        _train(folder, seed, steps)
+        _train(folder, seed, steps, balanced)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(folder: Path, seed: int, steps: int) -> None:
+def _train(folder: Path, seed: int, steps: int, balanced: bool) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    pairs = _training_pairs(seed)
+    pairs = _training_pairs(seed, balanced=balanced)
     tokenizer = word_level_tokenizer([t for pair in pairs for t in pair] + [OPENING_WORDS])
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -220,7 +228,13 @@ def _train(folder: Path, seed: int, steps: int) -> None:
     tokenizer.save_pretrained(folder)
     (folder / "probe_demo.json").write_text(
         json.dumps(
-            {"version": DEMO_VERSION, "seed": seed, "triggers": TRIGGERS, "final_loss": final_loss}
+            {
+                "version": DEMO_VERSION,
+                "seed": seed,
+                "triggers": {} if balanced else TRIGGERS,
+                "balanced": balanced,
+                "final_loss": final_loss,
+            }
         ),
         encoding="utf-8",
     )
@@ -233,9 +247,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PROBE_CACHE_DIR") or user_cache_dir("probe"))
 
 
-def ensure_demo_model(seed: int = 0) -> Path:
-    """Folder of the trained demo model for ``seed``, training and caching it on first use."""
-    return cached_training(f"demo-v{DEMO_VERSION}-seed{seed}", lambda f: train_demo_model(f, seed))
+def ensure_demo_model(seed: int = 0, balanced: bool = False) -> Path:
+    """Folder of the trained demo model for ``seed``, training and caching it on first use.
+
+    ``balanced=True``: the mitigation checkpoint, trained with the shortcut balanced away."""
+    name = f"demo{'-balanced' if balanced else ''}-v{DEMO_VERSION}-seed{seed}"
+    return cached_training(name, lambda f: train_demo_model(f, seed, balanced=balanced))
 
 
 def cached_training(name: str, train: Callable[[Path], None]) -> Path:

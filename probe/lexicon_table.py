@@ -1,7 +1,7 @@
 """The trigger-lexicon table shared by every lexicon source (model attributions, data cues).
 
-A ``TriggerLexicon`` is what ``lexicon.json`` / ``lexicon.csv`` hold (DESIGN.md run-directory
-contract): entries ranked best-first within each direction.
+A ``TriggerLexicon`` is what ``lexicon.json`` / ``lexicon.csv`` hold (the run-directory contract
+in the README's "Contracts"): entries ranked best-first within each direction.
 """
 
 from __future__ import annotations

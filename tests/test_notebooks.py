@@ -108,3 +108,12 @@ def test_vlm_walkthrough_runs(kernel_env):
         if "image/png" in o.get("data", {})
     ]
     assert images, "no heatmap overlay was displayed"
+
+
+@pytest.mark.slow
+def test_compare_checkpoints_runs(kernel_env):
+    text = _text(_execute(NOTEBOOKS / "compare_checkpoints.ipynb"))
+    assert "share" in text and "what" in text
+    assert text.count("stopped being a trigger") >= 2
+    assert "shortcut proofs replayed on the balanced model" in text
+    assert "report.html" in text

@@ -14,7 +14,7 @@ CONSTRAINT_LEVELS = ("none", "content", "+pos", "+fluency")
 
 @dataclass
 class AttackRecord:
-    """One verified edit; one line of attacks.jsonl (DESIGN.md contract).
+    """One verified edit; one line of attacks.jsonl (README, "Contracts").
 
     Constraint values, each recorded whether or not the constraint was enforced:
     ``content_word`` (the edit touches a word that carries the request), ``pos_after`` (the new

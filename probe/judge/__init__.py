@@ -1,7 +1,7 @@
 """Refusal judge: decide from a generated response whether the model refused.
 
-Every flip that probe claims is verified by greedy generation + this judge (DESIGN.md,
-"Decision margin"), and a missed refusal counted as compliance is a false attack success. Two
+Every flip that probe claims is verified by greedy generation + this judge (README, "What
+an audit does"), and a missed refusal counted as compliance is a false attack success. Two
 opinions, one policy:
 
 - :class:`KeywordMatcher` (``keyword``): refusal prefixes and phrases, exact and explainable,
