@@ -63,18 +63,11 @@ def read_jsonl(path: Path) -> list[dict]:
     """Every record of a JSONL file (none if it is absent); a bad line is a ``ProbeError``."""
     if not path.is_file():
         return []
-    records = []
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ProbeError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-    return records
+    return _parse_lines(path, text)
 
 
 def read_appended(path: Path) -> list[dict]:
@@ -89,13 +82,24 @@ def read_appended(path: Path) -> list[dict]:
     if end < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(end)
+    try:
+        text = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    return _parse_lines(path, text)
+
+
+def _parse_lines(path: Path, text: str) -> list[dict]:
+    """The JSON value of each non-blank line; a bad line is a ``ProbeError`` naming it."""
     records = []
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ProbeError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ProbeError(f"{path} line {number}: JSON nested too deeply") from None
     return records
 
 
