@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class DataCueMiner:
         self.stopwords = stopwords
         self.lemmatize = lemmatize
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> DataCueMiner:
+    def fit(self, texts: Sequence[str], labels: Sequence[str | None]) -> DataCueMiner:
         """Count words per class and score each one; ``labels`` are refusal/compliance.
 
         harmful/benign and unsafe/safe (any case) are accepted as refusal/compliance.
@@ -206,7 +206,9 @@ class DataCueMiner:
                     },
                 )
             )
-        entries.sort(key=lambda e: (e.direction != "refusal", -abs(e.extra["z"]), e.word))
+        entries.sort(
+            key=lambda e: (e.direction != "refusal", -abs(cast(float, e.extra["z"])), e.word)
+        )
         meta = {
             "miner": "DataCueMiner",
             "statistic": "log-odds ratio, informative Dirichlet prior (Monroe et al. 2008)",

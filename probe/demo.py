@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.data import Prompt
+from probe.data import Label, Prompt
 from probe.training import train_on_responses
 
 DEMO_VERSION = 1
@@ -107,6 +107,7 @@ def demo_prompts(seed: int = 0, per_group: int = 16) -> list[Prompt]:
     """
     _, held_out = _split(seed)
     quotas = {}
+    label: Label
     for label in ("harmful", "benign"):
         quotas[(label, "neutral")] = 3 * per_group
         quotas[(label, TRIGGERS["refusal"])] = per_group

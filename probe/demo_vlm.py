@@ -227,7 +227,7 @@ def _train(folder: Path, seed: int, steps: int) -> None:
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=image_id,
+        image_token_index=image_id,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from probe.errors import ProbeError
 
@@ -117,7 +117,7 @@ class TriggerLexicon:
                 raise ProbeError(f"{path} entry {i}: needs 'word' and 'direction'")
             if raw["direction"] not in DIRECTIONS:
                 raise ProbeError(f"{path} entry {i}: direction must be refusal or compliance")
-            base = {k: raw.get(k) for k in known}
+            base: dict[str, Any] = {k: raw.get(k) for k in known}
             try:
                 for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
                     base[name] = math.nan if base[name] is None else float(base[name])

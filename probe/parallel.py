@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from probe.errors import ProbeError
 
@@ -63,15 +63,15 @@ class World:
         dist.all_gather_object(out, value)
         return out
 
-    def broadcast(self, value: T) -> T:
+    def broadcast(self, value: T | None) -> T:
         """Rank 0's ``value`` on every rank."""
         if self.size == 1:
-            return value
+            return cast(T, value)
         import torch.distributed as dist
 
         box = [value if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return cast(T, box[0])
 
     def on_main(self, work: Callable[[], T]) -> T:
         """Run ``work`` on rank 0 and share its result; an error there fails every rank."""

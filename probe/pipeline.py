@@ -398,8 +398,8 @@ def run_chunks(
         for chunk in tqdm(
             mine, desc=stage.name, unit="chunk", disable=not (progress and world.is_main)
         ):
-            records, failed = _guarded(stage.name, compute, chunk)
-            fresh = [r for r in records if r["id"] not in done]
+            produced, failed = _guarded(stage.name, compute, chunk)
+            fresh = [r for r in produced if r["id"] not in done]
             if appender is not None:
                 appender.write(fresh)
             new += fresh

@@ -76,7 +76,9 @@ class PartOfSpeechConstraint(Constraint):
             ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
             return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
         words = [w.text for w in split_words(edit.variant)]
-        after = universal_tags(words)[edit.position]
+        tags = universal_tags(words)
+        assert tags is not None  # only called when context.tags is set, so the tagger is there
+        after = tags[edit.position]
         if edit.kind == "insertion":
             if lead and new in QUESTION_WORDS:
                 return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}

@@ -246,7 +246,7 @@ class OneWordAttack:
                     if edit.kind in self.edit_kinds and key not in seen:
                         seen.add(key)
                         edits.append(edit)
-            values = [dict() for _ in edits]
+            values: list[dict] = [dict() for _ in edits]
             for constraint in cheap:
                 for v, new in zip(values, constraint.values(context, edits), strict=True):
                     v.update(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import cast
 
 from probe.lexicon_table import Direction
 from probe.stats import wilson_interval
@@ -128,7 +129,9 @@ class AttackResult:
                 won = {r.id for r in self.flips() if r.target == target and r.kind == kind}
                 by_kind[kind] = _interval(len(won), len(ids))
             out[f"{name}_by_kind"] = by_kind
-            out[f"queries_per_success_{name}"] = self.queries_per_success_in(target)
+            out[f"queries_per_success_{name}"] = self.queries_per_success_in(
+                cast(Direction, target)
+            )
         out["queries_per_success"] = self.queries_per_success
         flips = self.flips()
         order = {level: i for i, level in enumerate(CONSTRAINT_LEVELS)}

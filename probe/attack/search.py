@@ -102,7 +102,7 @@ def run_search(
             search.queries += len(group)
             ranked = sorted(
                 ((m, edit, values) for m, (edit, values) in zip(margins, group, strict=True)),
-                key=lambda m, s=search: -s.goal.progress(m[0]),
+                key=lambda m: -search.goal.progress(m[0]),
             )
             crossed = [m for m in ranked if search.goal.progress(m[0]) > 0]
             search.pending = screen(search, crossed)
@@ -116,7 +116,7 @@ def run_search(
     for search in leftovers:
         near = sorted(
             (m for m in search.best if search.goal.progress(m[0]) <= 0),
-            key=lambda m, s=search: -s.goal.progress(m[0]),
+            key=lambda m: -search.goal.progress(m[0]),
         )
         search.pending = screen(search, near)
     _verify_pending(subject, judge, leftovers, refused, result, max_verify, max_new_tokens)
@@ -152,6 +152,7 @@ def _verify_pending(
             search.queries += 1
             judged = judge.is_refusal(response)
             success = search.goal.succeeded(judged)
+            assert search.before is not None  # OneWordAttack fills in every missing margin
             result.records.append(
                 AttackRecord(
                     id=search.prompt.id,

@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ class RefusalClassifier:
         self.ngram_range = (int(ngram_range[0]), int(ngram_range[1]))
         self.threshold = threshold
         self.info = dict(info or {})
-        self._analyze = None
+        self._analyze: Callable[[str], list[str]] | None = None
         self._index: dict[str, int] = {}
 
     def prepare(self, text: str) -> str:

@@ -71,27 +71,27 @@ def load_responses(
     paths: str | Path | Sequence[str | Path], fmt: str | None = None
 ) -> LabelledResponses:
     """Read one or more labelled response files of one format (guessed from the suffix if None)."""
-    paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
-    if not paths:
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    if not files:
         raise ProbeError("no labelled response file given")
     if fmt is None:
-        guesses = {_SUFFIX_FORMAT.get(p.suffix.lower()) for p in paths}
+        guesses = {_SUFFIX_FORMAT.get(p.suffix.lower()) for p in files}
         if len(guesses) != 1 or None in guesses:
             raise ProbeError(
-                f"cannot guess the format of {', '.join(map(str, paths))}: give --format "
+                f"cannot guess the format of {', '.join(map(str, files))}: give --format "
                 f"({', '.join(FORMATS)})"
             )
         fmt = guesses.pop()
     if fmt not in FORMATS:
         raise ProbeError(f"unknown response format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "pyrit":
-        data = read_pyrit(paths)
+        data = read_pyrit(files)
         data = data.subset(_on_topic(data))
     else:
         reader = {"vlguard": read_vlguard, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
-        data = LabelledResponses.concat([reader(p) for p in paths])
+        data = LabelledResponses.concat([reader(p) for p in files])
     if not data.texts:
-        raise ProbeError(f"no labelled responses in {', '.join(map(str, paths))}")
+        raise ProbeError(f"no labelled responses in {', '.join(map(str, files))}")
     return data
 
 

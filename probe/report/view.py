@@ -151,7 +151,7 @@ def group_key(data: RunData, record: AttributionRecord) -> tuple[str | None, boo
 def group_title(key: tuple[str | None, bool | None]) -> tuple[str, str, int]:
     """(title, note, order) of a heatmap group: label x judged outcome."""
     if key in GROUPS:
-        return GROUPS[key]  # type: ignore[index]
+        return GROUPS[key]
     label = key[0] or "unlabelled"
     verdict = {True: "refused", False: "answered", None: "not judged"}[key[1]]
     return f"{label} · {verdict}", "", 10 + (0 if key[1] else 1)
