@@ -188,7 +188,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             subject = load_model(model, args)
             _apply_run_calibration(subject, runs[j].summary)
             for i in sources:
-                records = read_edits(runs[i].attacks, str(runs[i].path / "attacks.jsonl"))
+                records = read_edits(runs[i].attacks or [], str(runs[i].path / "attacks.jsonl"))
                 tokens = args.max_new_tokens or (
                     runs[i].summary.get("config", {}).get("max_new_tokens") or 24
                 )

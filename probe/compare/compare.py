@@ -19,7 +19,7 @@ from probe.compare.replay import ReplayResult
 from probe.compare.runs import RunData, shared_prompts, unique_names
 from probe.compare.stats import mcnemar, paired_difference, rate, spearman
 from probe.errors import ProbeError
-from probe.lexicon_table import DIRECTIONS, TriggerLexicon, compare_lexicons
+from probe.lexicon_table import DIRECTIONS, Direction, TriggerLexicon, compare_lexicons
 from probe.nlp import word_normaliser
 from probe.stats import bootstrap_ci
 
@@ -114,8 +114,8 @@ def compare_runs(
     notes: list[str] = []
     common = runs[0].ids()
     for other in runs[1:]:
-        keep, _ = shared_prompts(runs[0], other)
-        keep = set(keep)
+        shared, _ = shared_prompts(runs[0], other)
+        keep = set(shared)
         common = [i for i in common if i in keep]
     if not common:
         raise ProbeError("the runs share no prompts (same id and text); compare runs of one set")
@@ -183,7 +183,7 @@ def compare_runs(
     return Comparison(run_tables, pairs, settings, sorted(set(notes)))
 
 
-def _top_triggers(lexicon: TriggerLexicon, direction: str, k: int) -> list[str]:
+def _top_triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:
     return [e.word for e in lexicon.ranked(direction) if e.extra.get("role") != "content"][:k]
 
 
@@ -321,7 +321,7 @@ def behaviour_tests(a: RunData, b: RunData, ids: Sequence[str]) -> dict:
             if a.label(i) == label and a.refused(i) is not None and b.refused(i) is not None
         ]
         tests[f"refusal_{label}"] = mcnemar(
-            [a.refused(i) for i in both], [b.refused(i) for i in both]
+            [bool(a.refused(i)) for i in both], [bool(b.refused(i)) for i in both]
         )
     if a.attacks is not None and b.attacks is not None:
         flipped_a = {str(r["id"]) for r in a.attacks if r.get("flipped")}

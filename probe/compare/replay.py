@@ -76,7 +76,8 @@ class ReplayResult:
         """Share of A's proofs (verified flips) that still flip B, overall and per direction;
         the rate is over the applicable proofs (B judged the original as A did)."""
         proofs = [r for r in self.records if r.flipped_a]
-        out = {
+        by_target: dict[str, dict | None] = {}
+        out: dict = {
             "source": self.source,
             "model": self.model,
             "edits_replayed": len(self.records),
@@ -84,12 +85,12 @@ class ReplayResult:
             "applicable": sum(r.applicable for r in proofs),
             "still_flip": rate([r.flipped for r in proofs if r.applicable]),
             "still_flip_of_all_proofs": rate([r.flipped for r in proofs]),
-            "by_target": {},
+            "by_target": by_target,
             "by_new_word": {},
         }
         for target in ("compliance", "refusal"):
             chosen = [r for r in proofs if r.target == target and r.applicable]
-            out["by_target"][target] = rate([r.flipped for r in chosen])
+            by_target[target] = rate([r.flipped for r in chosen])
         words: dict[str, list[bool]] = {}
         for r in proofs:
             if r.applicable:

@@ -18,8 +18,8 @@ def rate(flags: Sequence[bool], confidence: float = 0.95) -> dict:
 
 
 def paired_difference(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     rng: np.random.Generator | None = None,

@@ -48,9 +48,7 @@ def _read_text(path: Path) -> str:
         raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _records(
-    path: Path, parse: Callable[[Any], T | None], problems: list[str]
-) -> list[T]:
+def _records(path: Path, parse: Callable[[Any], T | None], problems: list[str]) -> list[T]:
     """The usable records of one JSONL file; lines that are not records are counted in
     ``problems``. Unreadable files (binary, invalid JSON) are a ProbeError naming the file."""
     try:

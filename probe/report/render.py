@@ -77,9 +77,7 @@ def render_template(name: str, context: Mapping[str, Any]) -> str:
     The HTML context always has ``css`` (the stylesheet) and ``csp`` (the page's policy).
     """
     if name.endswith(".html.j2"):
-        return environment("html").get_template(name).render(
-            css=stylesheet(), csp=CSP, **context
-        )
+        return environment("html").get_template(name).render(css=stylesheet(), csp=CSP, **context)
     if name.endswith(".md.j2"):
         return environment("md").get_template(name).render(**context)
     raise ValueError(f"template {name!r} is neither .html.j2 nor .md.j2")
