@@ -443,8 +443,8 @@ def _keyword_judge_metrics(prompts, responses: dict[str, dict]) -> dict:
 
 def _keyword_judged_flips(result) -> dict:
     """One-word ASR / over-refusal had the keyword matcher alone read the same verified edits'
-    responses, and how many verified edits the two judges read differently (what the
-    configured judge changed in the headline figures)."""
+    responses (each record keeps both judges' opinions), and how many verified edits the two
+    read differently (what the configured judge changed in the headline figures)."""
     from probe.judge import KeywordMatcher
 
     matcher = KeywordMatcher.default()
@@ -455,7 +455,11 @@ def _keyword_judged_flips(result) -> dict:
         for record in result.records:
             if record.target != target:
                 continue
-            keyword_success = matcher.is_refusal(record.response_after) == (target == "refusal")
+            opinions = record.judge or {}
+            keyword_refusal = opinions.get("keyword_refusal")
+            if keyword_refusal is None:  # a record from before both opinions were kept
+                keyword_refusal = matcher.is_refusal(record.response_after)
+            keyword_success = bool(keyword_refusal) == (target == "refusal")
             if keyword_success:
                 won.add(record.id)
             if keyword_success != bool(record.flipped):

@@ -165,6 +165,30 @@ def test_metrics_agree_with_attacks_jsonl(demo_run):
     )
 
 
+def test_every_verdict_keeps_both_judges_opinions(demo_run):
+    """responses.jsonl and attacks.jsonl record the keyword and classifier opinions behind each
+    verdict, and the summary's keyword-judge figures are recomputable from them."""
+    summary = demo_run.json("summary.json")
+    attacks = demo_run.jsonl("attacks.jsonl")
+    responses = demo_run.jsonl("responses.jsonl")
+    for record in [*responses, *attacks]:
+        opinions = record["judge"]
+        assert isinstance(opinions["keyword_refusal"], bool)
+        assert 0.0 <= opinions["classifier_probability"] <= 1.0
+        verdict = record.get("judged_refusal", record.get("judged_refusal_after"))
+        assert opinions["refusal"] == verdict
+    harmful = [r for r in responses if r["label"] == "harmful"]
+    assert summary["metrics"]["refusal_rate_harmful_keyword"] == pytest.approx(
+        sum(r["judge"]["keyword_refusal"] for r in harmful) / len(harmful)
+    )
+    toward_compliance = [r for r in attacks if r["target"] == "compliance"]
+    won = {r["id"] for r in toward_compliance if not r["judge"]["keyword_refusal"]}
+    assert summary["metrics"]["asr_one_word_keyword_judge"] == pytest.approx(
+        len(won) / summary["counts"]["attacked_harmful"]
+    )
+    assert summary["attack_metrics"]["asr"]["ci_low"] <= summary["metrics"]["asr_one_word"]
+
+
 def test_planted_triggers_rank_first(demo_run):
     entries = demo_run.json("lexicon.json")["entries"]
     refusal = [e["word"] for e in entries if e["direction"] == "refusal"]

@@ -21,7 +21,8 @@ class AttackRecord:
     ``content_word`` (the edit touches a word that carries the request), ``pos_after`` (the new
     word's tag in the edited sentence), ``pos_rule`` (``same``, ``lead-question``, ``insertion``,
     ``deletion`` or ``changed``), ``pos_ok``, ``fluency`` (change in mean per-token log-prob of
-    the bare text under the fluency LM, nats; None without one) and ``fluency_ok``.
+    the bare text under the fluency LM, nats; None without one) and ``fluency_ok``. ``judge``:
+    both judges' opinions of ``response_after`` (``probe.judge.Verdict.to_record``).
     """
 
     id: str
@@ -41,6 +42,7 @@ class AttackRecord:
     judged_refusal_after: bool
     response_after: str
     queries: int
+    judge: dict | None = None
     kind: str = "substitution"
     content_word: bool = False
     pos_after: str | None = None

@@ -147,10 +147,13 @@ def _verify_pending(
             return
         steps = [(s, *s.pending.pop(0)) for s in batch]
         responses = subject.generate([edit.variant for _, _, edit, _ in steps], max_new_tokens)
-        for (search, margin, edit, values), response in zip(steps, responses, strict=True):
+        verdicts = judge.verdicts(responses)
+        for (search, margin, edit, values), response, verdict in zip(
+            steps, responses, verdicts, strict=True
+        ):
             search.verified += 1
             search.queries += 1
-            judged = judge.is_refusal(response)
+            judged = verdict.refusal
             success = search.goal.succeeded(judged)
             assert search.before is not None  # OneWordAttack fills in every missing margin
             result.records.append(
@@ -171,6 +174,7 @@ def _verify_pending(
                     judged_refusal_before=bool(refused[search.prompt.id]),
                     judged_refusal_after=judged,
                     response_after=response,
+                    judge=verdict.to_record(),
                     queries=search.queries,
                     kind=edit.kind,
                     **values,
