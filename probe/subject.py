@@ -448,6 +448,11 @@ class Subject:
                 out[row] = margin[r, : len(row)].double().cpu().numpy()
         return out
 
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of token ids, as the model's forward pass makes them (a VLM also
+        places its image features at keyed image ids)."""
+        return self.model.get_input_embeddings()(ids)
+
     def margins_from_embeddings(
         self, embeds: torch.Tensor, config: MarginConfig | None = None
     ) -> torch.Tensor:

@@ -188,7 +188,7 @@ class GradientGuided(CandidateSource):
         embedding = subject.model.get_input_embeddings()
         tokens = torch.tensor([encoded.input_ids], device=subject.device)
         with torch.no_grad():
-            embeds = embedding(tokens)
+            embeds = subject.embed(tokens)  # a VLM's keyed image ids take their image features
         embeds.requires_grad_(True)
         margin = subject.margins_from_embeddings(embeds)
         (grad,) = torch.autograd.grad(margin.sum(), embeds)
