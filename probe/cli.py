@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -342,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"probe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
+        # The run has already saved its status; a further Ctrl-C while probe says so and exits
+        # (an impatient second press) must not kill it mid-message or print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(_stopped_message(args, exc), file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:

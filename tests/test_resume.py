@@ -258,6 +258,24 @@ def test_sigterm_then_sigkill_mid_attack_then_resume(baseline, cache, tmp_path):
     assert_same_results(run, baseline)
 
 
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_shutdown_is_contained(cache, tmp_path):
+    """Ctrl-C twice in quick succession (the second while probe writes its final status): one
+    honest message, exit 130, no traceback, and the run says it was interrupted."""
+    run = tmp_path / "run"
+    process = _start(run, cache)
+    _wait_for_lines(run / "attributions.jsonl", process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in err and str(run) in err
+    assert summary(run)["status"] == "interrupted"
+
+
 def test_device_map_and_dtype_reach_the_loader(cache):
     """`--device-map auto --dtype bfloat16` load through accelerate's placement, in bfloat16.
 
