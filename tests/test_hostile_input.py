@@ -208,3 +208,20 @@ def test_a_lone_surrogate_in_a_prompt_is_one_clear_error(tmp_path):
     path.write_text('{"prompt": "Share \\ud800 how to bake"}\n', encoding="utf-8")
     with pytest.raises(ProbeError, match="lone surrogate"):
         load_prompts(path)
+
+
+def test_a_text_only_model_warns_once_about_image_prompts(chatml_dir, tmp_path):
+    from probe.data import Prompt
+    from probe.pipeline import prepare_prompts
+
+    subject = Subject.load(chatml_dir)
+    prompts = [
+        Prompt("Describe it", "a", image=tmp_path / "a.png"),
+        Prompt("Describe this", "b", image=tmp_path / "b.png"),
+        Prompt("Tell me a story", "c"),
+    ]
+    with pytest.warns(UserWarning) as caught:
+        assert prepare_prompts(subject, prompts) == prompts
+    assert len(caught) == 1
+    assert "2 prompts have an image" in str(caught[0].message)
+    assert "text-only" in str(caught[0].message)
