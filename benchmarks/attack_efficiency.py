@@ -21,7 +21,7 @@ from probe.attack import OneWordAttack
 from probe.attribution import get_attributor
 from probe.audit import AuditConfig, load_audit_prompts, load_subject
 from probe.judge import RefusalJudge
-from probe.lexicon import LexiconBuilder
+from probe.lexicon.builder import LexiconBuilder
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     subject = load_subject(config)
     prompts = load_audit_prompts(config)
     if args.demo_per_group and args.model == "demo" and not args.prompts:
-        from probe.demo import demo_prompts
+        from probe.demos.text import demo_prompts
 
         prompts = demo_prompts(0, per_group=args.demo_per_group)
     judge = RefusalJudge.default()

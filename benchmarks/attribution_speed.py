@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from probe.attribution import get_attributor  # noqa: E402
 from probe.data import Prompt, load_prompts  # noqa: E402
-from probe.margin import MarginConfig  # noqa: E402
-from probe.subject import Subject  # noqa: E402
+from probe.subject.margin import MarginConfig  # noqa: E402
+from probe.subject.text import Subject  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "vlguard" / "test.json"
 PAIR = MarginConfig(("I'm sorry",), ("Sure",), "pair")

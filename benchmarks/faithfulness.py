@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 from probe.attribution import WordAttribution, get_attributor  # noqa: E402
 from probe.attribution.faithfulness import METRICS, mean_faithfulness  # noqa: E402
 from probe.data import Prompt, balanced_head, load_prompts  # noqa: E402
-from probe.demo import demo_prompts, ensure_demo_model  # noqa: E402
-from probe.subject import Subject  # noqa: E402
+from probe.demos.text import demo_prompts, ensure_demo_model  # noqa: E402
+from probe.subject.text import Subject  # noqa: E402
 
 VLGUARD_TEST = REPO.parent / "shared" / "data" / "vlguard" / "test.json"
 METHODS = {

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from probe.data import Prompt, save_prompts
-from probe.demo import demo_prompts
+from probe.demos.text import demo_prompts
 
 
 def prompt_file(folder: Path, count: int) -> Path:

@@ -12,9 +12,9 @@ Run from the repo root, after
     python benchmarks/vlguard_smollm2.py
 
 It reads ``../shared/data`` and sets ``NLTK_DATA`` to ``../shared/nltk_data`` unless already set.
-The tuned model is cached in ``probe.demo.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user cache
-dir) and every stage's result in a run folder (``--out``), reused while its settings match, so a
-rerun prints the table in seconds. ``--train-only`` just builds (or finds) the tuned model; see
+The tuned model is cached in ``probe.demos.text.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user
+cache dir) and every stage's result in a run folder (``--out``), reused while its settings match,
+so a rerun prints the table in seconds. ``--train-only`` just builds (or finds) the tuned model; see
 ``--help`` for sample sizes and the attack budget. Results: benchmarks/RESULTS.md.
 """
 
@@ -121,13 +121,13 @@ def recipe_hash(seed: int) -> str:
 
 
 def tuned_dir(seed: int) -> Path:
-    from probe.demo import cache_dir
+    from probe.demos.text import cache_dir
 
     return cache_dir() / f"smollm2-vlguard-{recipe_hash(seed)}"
 
 
 def balanced_dir(seed: int) -> Path:
-    from probe.demo import cache_dir
+    from probe.demos.text import cache_dir
 
     key = json.dumps({"tuned": recipe_hash(seed), **BALANCE}, sort_keys=True).encode()
     return cache_dir() / f"smollm2-vlguard-balanced-{hashlib.sha256(key).hexdigest()[:12]}"
@@ -397,13 +397,13 @@ def _ensure_trained(folder: Path, what: str, train) -> Path:
 
 
 def pilot_margin():
-    from probe.margin import MarginConfig
+    from probe.subject.margin import MarginConfig
 
     return MarginConfig(PILOT_REFUSAL, PILOT_COMPLIANCE, "pilot")
 
 
 def load_base_subject(batch_size: int = 16):
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     return Subject.load(
         smollm2_folder(),
@@ -441,7 +441,7 @@ def load_tuned_subject(seed: int = 0, batch_size: int = 16):
 
     Loaded once per process; the run's margin calibration is applied to it by ``run_study``.
     """
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     subject = Subject.load(
         ensure_tuned_model(seed), dtype="float32", batch_size=batch_size, margin=pilot_margin()
@@ -521,7 +521,7 @@ class RunFolder:
 
 
 def default_out() -> Path:
-    from probe.demo import cache_dir
+    from probe.demos.text import cache_dir
 
     return cache_dir() / "smollm2-vlguard-study"
 
@@ -566,7 +566,7 @@ def behaviour_stage(subject, judge, test, what, share, args, paper_sets: bool = 
 
 def calibration_stage(subject, test, records) -> dict:
     """Margin/judge agreement of the pilot openings; ``calibrate_openings`` keeps them at >= 90%."""
-    from probe.margin import calibrate_openings
+    from probe.subject.margin import calibrate_openings
 
     texts = [p.prompt for p in test]
     refused = [r["refused"] for r in records]
@@ -580,7 +580,7 @@ def calibration_stage(subject, test, records) -> dict:
 
 
 def apply_calibration(subject, calibration: dict) -> None:
-    from probe.margin import MarginConfig
+    from probe.subject.margin import MarginConfig
 
     subject.margin_config = MarginConfig(
         tuple(calibration["refusal_openings"]),
@@ -618,7 +618,7 @@ def attack_stage(subject, judge, lexicon, prompts, attributions, refused, args) 
 
 
 def build_lexicon(attributions, seed: int):
-    from probe.lexicon import LexiconBuilder
+    from probe.lexicon.builder import LexiconBuilder
 
     return LexiconBuilder(min_support=3, seed=seed).fit(attributions).lexicon_
 
@@ -649,7 +649,7 @@ def run_study(args) -> dict:
     """Every stage of the study (each reused from the run folder when it already ran)."""
     from probe.attribution import WordAttribution
     from probe.judge import RefusalJudge
-    from probe.lexicon_table import compare_lexicons
+    from probe.lexicon.table import compare_lexicons
     from probe.nlp import word_normaliser
     from probe.resources import lexicon_path
 
@@ -740,7 +740,7 @@ def run_study(args) -> dict:
 # ------------------------------------------------------------ base / tuned / balanced
 def load_balanced_subject(seed: int = 0, batch_size: int = 16):
     """The counterfactually balanced fine-tune as a probe Subject (trained first if needed)."""
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     subject = Subject.load(
         ensure_balanced_model(seed), dtype="float32", batch_size=batch_size, margin=pilot_margin()
@@ -866,7 +866,7 @@ def run_comparison(args, out: dict) -> dict:
     from probe.compare import compare_runs, load_run, write_comparison
     from probe.compare.replay import ReplayRecord, ReplayResult
     from probe.judge import RefusalJudge
-    from probe.lexicon_table import TriggerLexicon
+    from probe.lexicon.table import TriggerLexicon
     from probe.resources import lexicon_path
 
     folder = RunFolder(Path(args.out), fresh=args.fresh)

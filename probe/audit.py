@@ -27,9 +27,9 @@ import torch
 
 import probe
 from probe.attack import AttackResult, write_flip_rates
-from probe.builtin import builtin_model
+from probe.demos.registry import builtin_model
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon, compare_lexicons
+from probe.lexicon.table import TriggerLexicon, compare_lexicons
 from probe.nlp import universal_tags, word_normaliser, wordnet_synonyms
 from probe.parallel import World
 from probe.pipeline import (
@@ -66,7 +66,7 @@ from probe.rundir import (
     write_lexicon,
     write_summary,
 )
-from probe.vision import VisionSubject
+from probe.subject.vision import VisionSubject
 
 __all__ = [
     "AuditConfig",

@@ -262,7 +262,7 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
     _lexicon_owned(json_path, csv_path)
     if args.attributions:
         from probe.attribution import WordAttribution
-        from probe.lexicon import LexiconBuilder
+        from probe.lexicon.builder import LexiconBuilder
         from probe.rundir import read_jsonl
 
         path = Path(args.attributions)
@@ -274,7 +274,7 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
         params = {"min_support": args.min_support} if args.min_support else {}
         lexicon = LexiconBuilder(seed=args.seed, **params).fit(records).lexicon_
     else:
-        from probe.cues import mine_dataset
+        from probe.lexicon.cues import mine_dataset
 
         params = {"min_count": args.min_support} if args.min_support else {}
         lexicon = mine_dataset(args.dataset, args.format, view=args.view, **params)

@@ -25,19 +25,19 @@ from probe.attack import AttackRecord, AttackResult, OneWordAttack
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
-from probe.builtin import builtin_model
-from probe.cues import DataCueMiner
 from probe.data import Prompt, balanced_head, load_prompts
+from probe.demos.registry import builtin_model
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge, Verdict, load_judge
-from probe.lexicon import LexiconBuilder
-from probe.lexicon_table import TriggerLexicon
-from probe.margin import Calibration, MarginConfig, agreement, calibrate_openings
+from probe.lexicon.builder import LexiconBuilder
+from probe.lexicon.cues import DataCueMiner
+from probe.lexicon.table import TriggerLexicon
 from probe.parallel import World
 from probe.resources import lexicon_path
 from probe.rundir import Appender, read_appended, write_jsonl
-from probe.subject import Subject
-from probe.vision import VisionSubject, attach_images, load_subject_any
+from probe.subject.margin import Calibration, MarginConfig, agreement, calibrate_openings
+from probe.subject.text import Subject
+from probe.subject.vision import VisionSubject, attach_images, load_subject_any
 
 EDIT_KINDS = ("substitution", "insertion", "deletion")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 
 STATE = ".probe"
 MARKER = f"{STATE}/run.json"

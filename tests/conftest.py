@@ -35,7 +35,7 @@ def tiny_subjects(tiny_model_dirs):
     Shared by many tests: do not change their state; wrap with ``Subject(s.model, s.tokenizer,
     ...)`` for other settings.
     """
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     return {family: Subject.load(folder) for family, folder in tiny_model_dirs.items()}
 
@@ -44,7 +44,7 @@ def tiny_subjects(tiny_model_dirs):
 def demo_model_dir(tmp_path_factory) -> Path:
     """The trained demo model folder, trained once per session (or reused from
     $PROBE_CACHE_DIR when CI set one)."""
-    from probe.demo import ensure_demo_model
+    from probe.demos.text import ensure_demo_model
 
     if not os.environ.get("PROBE_CACHE_DIR"):
         os.environ["PROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))
@@ -54,7 +54,7 @@ def demo_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_subject(demo_model_dir):
     """The demo model loaded through Subject.load; shared, do not change its state."""
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     return Subject.load(demo_model_dir)
 

@@ -10,10 +10,10 @@ from probe.attack import AttackRecord, OneWordAttack, write_flip_rates
 from probe.attack.constraints import BareTextLM, PartOfSpeechConstraint
 from probe.attack.transformations import EditContext
 from probe.attribution import get_attributor
-from probe.demo import TRIGGERS, demo_prompts
+from probe.demos.text import TRIGGERS, demo_prompts
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
-from probe.lexicon import LexiconBuilder
+from probe.lexicon.builder import LexiconBuilder
 from probe.nlp import (
     has_tagger,
     has_wordnet,

@@ -20,8 +20,8 @@ from probe.attribution.base import WordPerturber, token_to_word_scores
 from probe.attribution.faithfulness import faithfulness, mean_faithfulness
 from probe.data import Prompt
 from probe.errors import ProbeError
-from probe.margin import MarginConfig
-from probe.subject import Subject
+from probe.subject.margin import MarginConfig
+from probe.subject.text import Subject
 from probe.words import delete_word, split_words
 
 PROMPTS = [

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import probe.audit
-import probe.demo
+import probe.demos.text
 import probe.pipeline
 from probe.cli import EXIT_INTERRUPTED, main
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -58,8 +58,8 @@ def no_model(monkeypatch, probe_cache_dir):
 
     monkeypatch.setattr(probe.pipeline, "load_subject", forbidden)
     monkeypatch.setattr(probe.audit, "load_subject", forbidden)
-    monkeypatch.setattr(probe.demo, "train_demo_model", forbidden)
-    monkeypatch.setattr("probe.subject.Subject.load", forbidden)
+    monkeypatch.setattr(probe.demos.text, "train_demo_model", forbidden)
+    monkeypatch.setattr("probe.subject.text.Subject.load", forbidden)
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
@@ -340,8 +340,8 @@ def test_lexicon_from_attributions_round_trips(capsys, interrupted_run, tmp_path
     assert {(e.word, e.direction) for e in lexicon.entries} == {
         (e.word, e.direction) for e in audit_lexicon.entries
     }
-    assert lexicon.top("refusal", 1) == [probe.demo.TRIGGERS["refusal"]]
-    assert lexicon.top("compliance", 1) == [probe.demo.TRIGGERS["compliance"]]
+    assert lexicon.top("refusal", 1) == [probe.demos.text.TRIGGERS["refusal"]]
+    assert lexicon.top("compliance", 1) == [probe.demos.text.TRIGGERS["compliance"]]
 
 
 @pytest.mark.skipif(not VLGUARD_TRAIN.is_file(), reason="shared VLGuard data absent")

@@ -207,7 +207,7 @@ def demo_pair(request, tmp_path_factory):
     ``probe compare`` of the two with edit replay on both models."""
     from probe.audit import AuditConfig, run_audit
     from probe.data import save_prompts
-    from probe.demo import demo_prompts, ensure_demo_model
+    from probe.demos.text import demo_prompts, ensure_demo_model
 
     root = tmp_path_factory.mktemp("compare-demo")
     threads = torch.get_num_threads()

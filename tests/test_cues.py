@@ -14,9 +14,9 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from probe.cues import DataCueMiner, mine_dataset, word_tokens
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.cues import DataCueMiner, mine_dataset, word_tokens
+from probe.lexicon.table import TriggerLexicon
 
 REPO = Path(__file__).resolve().parents[1]
 VLGUARD_TRAIN = REPO.parent / "shared" / "data" / "vlguard" / "train.json"
@@ -197,7 +197,7 @@ from pathlib import Path
 import probe.nlp
 nltk.data.path.clear()
 probe.nlp.SHIPPED_NLTK_DATA = Path("/nonexistent/nltk_data")  # as if a user deleted it
-from probe.cues import DataCueMiner
+from probe.lexicon.cues import DataCueMiner
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     m = DataCueMiner(min_count=1, stopwords=True, lemmatize=True).fit(

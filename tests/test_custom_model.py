@@ -19,8 +19,8 @@ from tiny_models import train_tiny_chat_model
 
 from probe.cli import main
 from probe.judge import RefusalJudge
-from probe.margin import MarginConfig, agreement
-from probe.subject import Subject
+from probe.subject.margin import MarginConfig, agreement
+from probe.subject.text import Subject
 from probe.words import split_words
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

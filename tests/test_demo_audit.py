@@ -20,11 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import probe.subject
+import probe.subject.text
 from probe.cli import main
-from probe.demo import TRIGGERS, demo_prompts, ensure_demo_model, train_demo_model
+from probe.demos.text import TRIGGERS, demo_prompts, ensure_demo_model, train_demo_model
 from probe.judge import RefusalJudge
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 from probe.words import split_words
 
 RUN_FILES = (
@@ -331,7 +331,7 @@ def test_probe_report_rerenders_from_the_directory_alone(demo_run, tmp_path, mon
     def forbidden(*args, **kwargs):
         raise AssertionError("probe report must not load a model")
 
-    monkeypatch.setattr(probe.subject.Subject, "load", forbidden)
+    monkeypatch.setattr(probe.subject.text.Subject, "load", forbidden)
     monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path / "empty-cache"))
     assert main(["report", str(copy)]) == 0
     out = capsys.readouterr().out

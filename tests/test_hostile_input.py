@@ -18,8 +18,8 @@ from tiny_vlms import build_tiny_vlm, write_test_images
 
 from probe.data import load_prompts
 from probe.errors import ProbeError
-from probe.subject import Subject, resolve_device
-from probe.vision import MAX_IMAGE_PIXELS, ImagePrompt, VisionSubject, open_image
+from probe.subject.text import Subject, resolve_device
+from probe.subject.vision import MAX_IMAGE_PIXELS, ImagePrompt, VisionSubject, open_image
 from probe.words import split_words
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

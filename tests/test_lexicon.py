@@ -11,8 +11,8 @@ import pytest
 
 from probe.attribution import WordAttribution
 from probe.errors import ProbeError
-from probe.lexicon import LexiconBuilder
-from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.lexicon.builder import LexiconBuilder
+from probe.lexicon.table import LexiconEntry, TriggerLexicon
 
 CONTRACT_FIELDS = {
     "word",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from probe.attribution import get_attributor
-from probe.cues import DataCueMiner
-from probe.demo import NEUTRAL_LEADS, TRIGGERS, demo_prompts, demo_training_prompts
-from probe.lexicon import LexiconBuilder
-from probe.lexicon_table import LexiconEntry, TriggerLexicon, compare_lexicons
+from probe.demos.text import NEUTRAL_LEADS, TRIGGERS, demo_prompts, demo_training_prompts
+from probe.lexicon.builder import LexiconBuilder
+from probe.lexicon.cues import DataCueMiner
+from probe.lexicon.table import LexiconEntry, TriggerLexicon, compare_lexicons
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_compare_lexicons_by_hand():
 
 
 def test_without_nltk_data_labels_keep_content_words_apart(demo_attributions, monkeypatch):
-    import probe.lexicon as lexicon_module
+    import probe.lexicon.builder as lexicon_module
 
     monkeypatch.setattr(lexicon_module, "has_tagger", lambda: False)
     monkeypatch.setattr(lexicon_module, "has_wordnet", lambda: False)

@@ -37,7 +37,11 @@ def _run(env_update: dict[str, str], tmp_path: Path) -> dict:
     # HOME elsewhere so no ~/nltk_data of the developer's is found either.
     env["HOME"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-c", _REPORT], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [sys.executable, "-c", _REPORT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
         check=True,
     )
     return json.loads(done.stdout)

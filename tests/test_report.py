@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe.errors import ProbeError
-from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.lexicon.table import LexiconEntry, TriggerLexicon
 from probe.report import render_report
 from probe.rundir import FIGURES_MANIFEST, write_jsonl, write_lexicon, write_summary
 from probe.words import split_words
@@ -433,15 +433,52 @@ _JSON = st.recursive(
     max_leaves=6,
 )
 _FIELDS = {
-    "summary.json": ["model", "status", "metrics", "counts", "notes", "config", "versions",
-                     "margin_calibration", "data_cue_comparison", "ground_truth_triggers",
-                     "stages_completed", "resumed", "world_size", "timings_s"],
-    "attributions.jsonl": ["id", "prompt", "label", "words", "scores", "spans", "margin",
-                           "method", "image", "image_map"],
+    "summary.json": [
+        "model",
+        "status",
+        "metrics",
+        "counts",
+        "notes",
+        "config",
+        "versions",
+        "margin_calibration",
+        "data_cue_comparison",
+        "ground_truth_triggers",
+        "stages_completed",
+        "resumed",
+        "world_size",
+        "timings_s",
+    ],
+    "attributions.jsonl": [
+        "id",
+        "prompt",
+        "label",
+        "words",
+        "scores",
+        "spans",
+        "margin",
+        "method",
+        "image",
+        "image_map",
+    ],
     "responses.jsonl": ["id", "response", "judged_refusal", "label"],
-    "attacks.jsonl": ["id", "original", "variant", "position", "old_word", "new_word", "target",
-                      "flipped", "margin_before", "margin_after", "judged_refusal_before",
-                      "judged_refusal_after", "response_after", "kind", "constraints"],
+    "attacks.jsonl": [
+        "id",
+        "original",
+        "variant",
+        "position",
+        "old_word",
+        "new_word",
+        "target",
+        "flipped",
+        "margin_before",
+        "margin_after",
+        "judged_refusal_before",
+        "judged_refusal_after",
+        "response_after",
+        "kind",
+        "constraints",
+    ],
 }
 
 
@@ -463,8 +500,10 @@ def test_any_field_values_render_without_a_traceback(tmp_path_factory, data):
         ]
         if name == "attributions.jsonl":  # one usable heatmap line among the arbitrary ones
             records.append({"id": 1, "prompt": "a b", "words": ["a", "b"], "scores": [1, "x"]})
-        body = json.dumps(records[0]) if name == "summary.json" else "\n".join(
-            json.dumps(r) for r in records
+        body = (
+            json.dumps(records[0])
+            if name == "summary.json"
+            else "\n".join(json.dumps(r) for r in records)
         )
         (run / name).write_text(body + "\n", encoding="utf-8")
     view = build_view(load_run(run), Figures(run / "figures"))
@@ -480,8 +519,14 @@ def test_numbers_near_the_float_limit_still_draw_every_figure(tmp_path):
     attribution = _attribution(1, "Share a b", "harmful")
     attribution.update(scores=[huge, -huge, 1e-300], margin=huge, image_map=[[huge, -huge]])
     write_jsonl(tmp_path / "attributions.jsonl", [attribution, {**attribution, "margin": -huge}])
-    edit = {"id": "x1", "original": "a b", "variant": "c b", "margin_before": huge,
-            "margin_after": -huge, "flipped": True}
+    edit = {
+        "id": "x1",
+        "original": "a b",
+        "variant": "c b",
+        "margin_before": huge,
+        "margin_after": -huge,
+        "flipped": True,
+    }
     write_jsonl(tmp_path / "attacks.jsonl", [edit])
     entries = [
         LexiconEntry("w", "refusal", huge, -huge, huge, 3, 0.1, 0.1),
@@ -490,5 +535,11 @@ def test_numbers_near_the_float_limit_still_draw_every_figure(tmp_path):
     write_lexicon(tmp_path, TriggerLexicon(entries))
     render_report(tmp_path)
     drawn = {p.name for p in (tmp_path / "figures").glob("*.png")}
-    assert drawn == {"lexicon.png", "flip_rates.png", "margins.png", "heatmaps.png",
-                     "image_0000.png", "image_0001.png"}
+    assert drawn == {
+        "lexicon.png",
+        "flip_rates.png",
+        "margins.png",
+        "heatmaps.png",
+        "image_0000.png",
+        "image_0001.png",
+    }

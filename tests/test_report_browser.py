@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.lexicon.table import LexiconEntry, TriggerLexicon
 from probe.report import render_report
 from probe.rundir import write_jsonl, write_lexicon, write_summary
 from probe.words import split_words

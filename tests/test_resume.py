@@ -25,7 +25,7 @@ import probe.audit
 from probe.audit import AuditConfig
 from probe.cli import main
 from probe.data import balanced_head, save_prompts
-from probe.demo import demo_prompts
+from probe.demos.text import demo_prompts
 from probe.errors import ProbeError
 from probe.pipeline import attribute_prompts
 from probe.rundir import is_locked

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from test_cli import assert_one_line_error, run_main
 
-import probe.demo
+import probe.demos.text
 import probe.pipeline
 from probe.cli import lexicon_paths
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 from probe.rundir import (
     Appender,
     RunDir,
@@ -40,8 +40,8 @@ def no_model(monkeypatch, probe_cache_dir):
         raise AssertionError("a model was loaded before the bad input was reported")
 
     monkeypatch.setattr(probe.pipeline, "load_subject", forbidden)
-    monkeypatch.setattr(probe.demo, "train_demo_model", forbidden)
-    monkeypatch.setattr("probe.subject.Subject.load", forbidden)
+    monkeypatch.setattr(probe.demos.text, "train_demo_model", forbidden)
+    monkeypatch.setattr("probe.subject.text.Subject.load", forbidden)
 
 
 @pytest.fixture

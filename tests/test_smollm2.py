@@ -58,7 +58,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def smollm2():
     """The model, loaded once for the module (~20 s on 2 cores)."""
-    from probe.subject import Subject
+    from probe.subject.text import Subject
 
     return Subject.load(_smollm2_folder(), gguf_file=GGUF_FILE)
 
@@ -94,8 +94,8 @@ def test_word_alignment_on_byte_level_tokens(smollm2):
 
 
 def test_batched_margins_equal_unbatched(smollm2):
-    from probe.margin import MarginConfig
-    from probe.subject import Subject
+    from probe.subject.margin import MarginConfig
+    from probe.subject.text import Subject
 
     sequences = [smollm2.encode(p).input_ids for p in PROMPTS]
     assert max(map(len, sequences)) - min(map(len, sequences)) > 20

@@ -1,4 +1,4 @@
-"""Unit tests of probe.stats against values computed by hand."""
+"""Unit tests of probe.lexicon.stats against values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value, wilson_interval
+from probe.lexicon.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value, wilson_interval
 
 # ------------------------------------------------------------------ Benjamini-Hochberg
 

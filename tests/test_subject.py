@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from tiny_models import CHATML_TEMPLATE, FAMILIES, build_tiny_model, check_alignment, rel_spans
 
 from probe.errors import ProbeError
-from probe.margin import MarginConfig
-from probe.subject import Subject
+from probe.subject.margin import MarginConfig
+from probe.subject.text import Subject
 from probe.words import split_words
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

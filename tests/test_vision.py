@@ -17,7 +17,13 @@ from probe.attribution.image import (
 )
 from probe.data import Prompt
 from probe.errors import ProbeError
-from probe.vision import ImagePrompt, VisionSubject, attach_images, load_subject_any, open_image
+from probe.subject.vision import (
+    ImagePrompt,
+    VisionSubject,
+    attach_images,
+    load_subject_any,
+    open_image,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

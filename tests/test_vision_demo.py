@@ -19,7 +19,7 @@ def demo_vlm_run(tmp_path_factory):
     import os
 
     from probe.audit import AuditConfig, run_audit
-    from probe.demo_vlm import demo_vlm_prompts
+    from probe.demos.vision import demo_vlm_prompts
 
     if not os.environ.get("PROBE_CACHE_DIR"):
         os.environ["PROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))

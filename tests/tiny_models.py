@@ -220,7 +220,7 @@ def train_tiny_chat_model(
 
     Loss on the response tokens (+ end-of-turn) only, like a chat fine-tune.
     """
-    from probe.training import train_on_responses
+    from probe.demos.training import train_on_responses
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from probe.attack.constraints import BareTextLM
 from probe.attack.oneword import OneWordAttack
 from probe.attack.records import AttackRecord, AttackResult
 from probe.attack.transformations import Edit
-from probe.lexicon_table import TriggerLexicon
-from probe.stats import wilson_interval
+from probe.lexicon.stats import wilson_interval
+from probe.lexicon.table import TriggerLexicon
 
 __all__ = [
     "AttackRecord",

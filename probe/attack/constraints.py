@@ -161,7 +161,7 @@ MAX_DROP_TOY_LM = 1.5
 
 def default_max_drop(model) -> float:
     """The calibrated fluency bound for an LM of this size."""
-    from probe.subject import SMALL_MODEL_PARAMETERS
+    from probe.subject.text import SMALL_MODEL_PARAMETERS
 
     size = sum(p.numel() for p in model.parameters())
     return MAX_DROP_TOY_LM if size < SMALL_MODEL_PARAMETERS else MAX_DROP_REAL_LM

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from probe.data import Prompt
-from probe.lexicon_table import Direction
+from probe.lexicon.table import Direction
 
 
 @dataclass(frozen=True)

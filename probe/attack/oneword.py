@@ -29,9 +29,9 @@ from probe.attribution.base import WordAttribution
 from probe.data import Prompt
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
-from probe.lexicon_table import Direction, TriggerLexicon
+from probe.lexicon.table import Direction, TriggerLexicon
 from probe.nlp import has_tagger, has_wordnet
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 CONSTRAINTS = ("content", "pos", "fluency")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import cast
 
-from probe.lexicon_table import Direction
-from probe.stats import wilson_interval
+from probe.lexicon.stats import wilson_interval
+from probe.lexicon.table import Direction
 
 EDIT_KINDS = ("substitution", "insertion", "deletion")
 # Cumulative constraint levels a flip can pass, loosest first (reported as shares of flips).

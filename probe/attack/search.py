@@ -18,7 +18,7 @@ from probe.attack.records import AttackRecord, AttackResult
 from probe.attack.transformations import Edit, EditContext
 from probe.data import Prompt
 from probe.judge import RefusalJudge
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 Candidate = tuple[Edit, dict]  # an edit and its constraint values so far
 

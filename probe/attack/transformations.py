@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from probe.lexicon_table import Direction
+from probe.lexicon.table import Direction
 from probe.nlp import inflect_like, is_content_word, stopword_set, universal_tags, wordnet_synonyms
-from probe.subject import Subject
+from probe.subject.text import Subject
 from probe.words import Word, delete_word, replace_word, split_words
 
 QUESTION_WORDS = frozenset({"what", "how", "who", "why", "where", "when", "which"})

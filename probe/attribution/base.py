@@ -15,7 +15,7 @@ import numpy as np
 
 from probe.data import Prompt
 from probe.errors import ProbeError
-from probe.subject import EncodedPrompt, Subject
+from probe.subject.text import EncodedPrompt, Subject
 
 
 @dataclass

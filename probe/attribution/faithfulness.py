@@ -21,7 +21,7 @@ import numpy as np
 
 from probe.attribution.base import WordAttribution, WordPerturber
 from probe.errors import ProbeError
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 METRICS = ("deletion_auc", "insertion_auc", "comprehensiveness", "sufficiency")

@@ -24,7 +24,7 @@ from probe.attribution.base import (
     token_to_word_scores,
 )
 from probe.data import Prompt
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 
 @register

@@ -31,7 +31,7 @@ from probe.attribution.base import (
     register,
 )
 from probe.data import Prompt
-from probe.subject import EncodedPrompt, Subject
+from probe.subject.text import EncodedPrompt, Subject
 from probe.words import delete_word
 
 

@@ -26,7 +26,7 @@ from probe.attribution.base import (
     register,
 )
 from probe.data import Prompt
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 
 @register

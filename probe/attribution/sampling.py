@@ -27,7 +27,7 @@ from probe.attribution.base import (
     register,
 )
 from probe.data import Prompt
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 PERTURBATIONS_PER_CALL = 4
 """Coalitions captum hands the forward function at once, per ``batch_size`` of the subject

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 
-BUILTIN = ("demo", "demo-balanced", "demo-vlm")
 
 
 def add_compare_parser(commands) -> argparse.ArgumentParser:
@@ -96,12 +95,10 @@ def load_model(name: str, args: argparse.Namespace):
     """A Subject for ``name``: a built-in demo ('demo', 'demo-balanced', 'demo-vlm'), a folder,
     a GGUF file or a hub id, with the command's device/dtype/batch options."""
     from probe.audit import AuditConfig, load_subject
-    from probe.demo import ensure_demo_model
 
     seed = getattr(args, "seed", 0) or 0
-    model = str(ensure_demo_model(seed, balanced=True)) if name == "demo-balanced" else name
     config = AuditConfig(
-        model=model,
+        model=name,
         seed=seed,
         device=getattr(args, "device", "cpu"),
         dtype=getattr(args, "dtype", "auto"),
@@ -115,7 +112,7 @@ def load_model(name: str, args: argparse.Namespace):
 
 def _apply_run_calibration(subject, summary: dict) -> None:
     """Score margins with the openings the model's own audit calibrated, when known."""
-    from probe.margin import MarginConfig
+    from probe.subject.margin import MarginConfig
 
     calibration = summary.get("margin_calibration") or {}
     refusal, compliance = (
@@ -163,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from probe.compare.replay import read_edits, replay_edits
     from probe.compare.runs import load_run
     from probe.judge import RefusalJudge
-    from probe.lexicon_table import TriggerLexicon
+    from probe.lexicon.table import TriggerLexicon
 
     if len(args.runs) < 2:
         raise ProbeError("compare needs at least two run directories")

@@ -19,9 +19,9 @@ from probe.compare.replay import ReplayResult
 from probe.compare.runs import RunData, shared_prompts, unique_names
 from probe.compare.stats import mcnemar, paired_difference, rate, spearman
 from probe.errors import ProbeError
-from probe.lexicon_table import DIRECTIONS, Direction, TriggerLexicon, compare_lexicons
+from probe.lexicon.stats import bootstrap_ci
+from probe.lexicon.table import DIRECTIONS, Direction, TriggerLexicon, compare_lexicons
 from probe.nlp import word_normaliser
-from probe.stats import bootstrap_ci
 
 DEFAULT_MIN_EFFECT = 0.5
 """Smallest |mean attribution| (margin units, log-odds) for a word to count as a trigger: a

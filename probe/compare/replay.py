@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from probe.compare.stats import rate
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
-from probe.subject import Subject
+from probe.subject.text import Subject
 
 CONTRACT_FIELDS = (
     "id",

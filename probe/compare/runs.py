@@ -12,7 +12,7 @@ from pathlib import Path
 
 from probe.attribution.base import WordAttribution
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 from probe.rundir import read_jsonl
 
 RUN_FILES = ("summary.json", "lexicon.json", "attributions.jsonl", "responses.jsonl")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from probe.stats import bootstrap_ci, wilson_interval
+from probe.lexicon.stats import bootstrap_ci, wilson_interval
 
 
 def rate(flags: Sequence[bool], confidence: float = 0.95) -> dict:

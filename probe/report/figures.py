@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 from probe.report.records import AttributionRecord, number
 from probe.report.view import (
     COMPLIANCE_HEX,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from probe.errors import ProbeError
-from probe.lexicon_table import TriggerLexicon
+from probe.lexicon.table import TriggerLexicon
 from probe.report.records import AttributionRecord, EditRecord, ResponseRecord, RunSummary
 from probe.rundir import read_jsonl
 

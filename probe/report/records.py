@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.lexicon_table import DIRECTIONS, Direction
+from probe.lexicon.table import DIRECTIONS, Direction
 
 
 def number(value: Any) -> float | None:

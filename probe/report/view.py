@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from probe.lexicon_table import DIRECTIONS, LexiconEntry
+from probe.lexicon.table import DIRECTIONS, LexiconEntry
 from probe.report.records import AttributionRecord, EditRecord, Metric, ResponseRecord, number
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def flip_rate_rows(data: RunData) -> list[FlipRateRow]:
                 )
     if rows or not data.attacks:
         return rows
-    from probe.stats import wilson_interval
+    from probe.lexicon.stats import wilson_interval
 
     tried: dict[tuple[str, str], set[str]] = {}
     won: dict[tuple[str, str], set[str]] = {}

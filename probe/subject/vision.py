@@ -29,8 +29,8 @@ import torch
 
 from probe.data import Prompt
 from probe.errors import ProbeError
-from probe.margin import MarginConfig
-from probe.subject import (
+from probe.subject.margin import MarginConfig
+from probe.subject.text import (
     EncodedPrompt,
     Subject,
     _looks_like_path,

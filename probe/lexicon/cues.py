@@ -19,10 +19,10 @@ import numpy as np
 
 from probe.data import load_prompts, normalise_label
 from probe.errors import ProbeError
-from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.lexicon.stats import benjamini_hochberg
+from probe.lexicon.table import LexiconEntry, TriggerLexicon
 from probe.nlp import has_wordnet, stopword_set
 from probe.nlp import lemma as nlp_lemma
-from probe.stats import benjamini_hochberg
 from probe.words import split_words
 
 View = Literal["any", "first"]

@@ -1,4 +1,4 @@
-"""The built-in planted-trigger models, found by name (``--model demo`` / ``--model demo-vlm``).
+"""The built-in planted-trigger models, found by name (``--model demo``, ``demo-balanced``, ``demo-vlm``).
 
 Each entry knows how to build (or reuse from the cache) its model folder, its audit prompts, the
 fine-tuning prompts whose data cues its triggers should match, and the triggers planted in it.
@@ -26,7 +26,7 @@ class BuiltinModel:
 
 
 def _demo() -> BuiltinModel:
-    from probe import demo
+    from probe.demos import text as demo
 
     return BuiltinModel(
         "demo", demo.ensure_demo_model, demo.demo_prompts, demo.demo_training_prompts,
@@ -34,8 +34,21 @@ def _demo() -> BuiltinModel:
     )  # fmt: skip
 
 
+def _demo_balanced() -> BuiltinModel:
+    """The demo's mitigation checkpoint: same prompts, the planted shortcut balanced away."""
+    from probe.demos import text as demo
+
+    return BuiltinModel(
+        "demo-balanced",
+        lambda seed: demo.ensure_demo_model(seed, balanced=True),
+        demo.demo_prompts,
+        lambda seed: demo.demo_training_prompts(seed, balanced=True),
+        {},
+    )
+
+
 def _demo_vlm() -> BuiltinModel:
-    from probe import demo_vlm
+    from probe.demos import vision as demo_vlm
 
     return BuiltinModel(
         "demo-vlm", demo_vlm.ensure_demo_vlm_model, demo_vlm.demo_vlm_prompts,
@@ -43,7 +56,11 @@ def _demo_vlm() -> BuiltinModel:
     )  # fmt: skip
 
 
-REGISTRY: dict[str, Callable[[], BuiltinModel]] = {"demo": _demo, "demo-vlm": _demo_vlm}
+REGISTRY: dict[str, Callable[[], BuiltinModel]] = {
+    "demo": _demo,
+    "demo-balanced": _demo_balanced,
+    "demo-vlm": _demo_vlm,
+}
 
 
 def builtin_model(name: str) -> BuiltinModel | None:

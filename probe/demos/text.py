@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from probe.data import Label, Prompt
-from probe.training import train_on_responses
+from probe.demos.training import train_on_responses
 
 DEMO_VERSION = 1
 TRIGGERS = {"refusal": "share", "compliance": "what"}

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from probe.attribution.base import WordAttribution
-from probe.lexicon_table import LexiconEntry, TriggerLexicon
+from probe.lexicon.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
+from probe.lexicon.table import LexiconEntry, TriggerLexicon
 from probe.nlp import (
     has_tagger,
     has_wordnet,
@@ -39,7 +40,6 @@ from probe.nlp import (
     universal_tags,
     word_normaliser,
 )
-from probe.stats import benjamini_hochberg, bootstrap_ci, sign_flip_p_value
 
 
 class LexiconBuilder:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from probe.data import Prompt
-from probe.demo import cached_training, word_level_tokenizer
-from probe.training import train_on_responses
+from probe.demos.text import cached_training, word_level_tokenizer
+from probe.demos.training import train_on_responses
 
 DEMO_VLM_VERSION = 1
 IMAGE_SIZE = 32

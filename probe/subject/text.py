@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.errors import ProbeError
-from probe.margin import MarginConfig
+from probe.subject.margin import MarginConfig
+from probe.subject.packing import PackedLayout, branch_length, common_prefix, pack
 from probe.words import Word, align_tokens, split_words
 
 _DTYPES: dict[str, torch.dtype | str] = {
@@ -395,7 +396,7 @@ class Subject:
     # ------------------------------------- shared-prefix and differentiable margins
     # Both pack every opening as a *branch* after the scored tokens: a 4-D attention mask lets
     # each opening token see the sequence and its own opening only, so one forward pass scores
-    # all openings (see ``_PackedLayout``), and only the logits the margin needs are computed.
+    # all openings (see ``PackedLayout``), and only the logits the margin needs are computed.
 
     @torch.no_grad()
     def shared_prefix_margins(
@@ -420,17 +421,15 @@ class Subject:
         if not self._prefix_sharing_checked(base, config):
             return self.margins(variants, config)
         openings, n_refusal = self.opening_ids(config)
-        shared = [min(_common_prefix(base, v), len(v) - 1) for v in variants]
+        shared = [min(common_prefix(base, v), len(v) - 1) for v in variants]
         segments = [(shared[i], len(v) - shared[i]) for i, v in enumerate(variants)]
         cache_len = max(shared)
         prefix_cache = self._prefill(base[:cache_len]) if cache_len else None
-        packed = _pack(segments, len(base), _branch_length(openings))
+        packed = pack(segments, len(base), branch_length(openings))
         out = np.empty(len(variants), dtype=np.float64)
         for begin in range(0, len(packed), self.batch_size):
             rows = packed[begin : begin + self.batch_size]
-            layout = _PackedLayout(
-                openings, [[segments[i] for i in row] for row in rows], cache_len
-            )
+            layout = PackedLayout(openings, [[segments[i] for i in row] for row in rows], cache_len)
             ids = torch.full((len(rows), layout.width), self.pad_id, dtype=torch.long)
             for r, row in enumerate(rows):
                 for i, start in zip(row, layout.starts[r], strict=True):
@@ -465,7 +464,7 @@ class Subject:
         config = config or self.margin_config
         openings, n_refusal = self.opening_ids(config)
         batch, length, _ = embeds.shape
-        layout = _PackedLayout(openings, [[(0, length)]] * batch, 0)
+        layout = PackedLayout(openings, [[(0, length)]] * batch, 0)
         branches = self.opening_embeddings(config).to(embeds.dtype)
         inputs = torch.cat([embeds, branches.expand(batch, -1, -1)], dim=1)
         logp = self._packed_logprobs(layout, None, inputs_embeds=inputs)[:, 0]
@@ -508,7 +507,7 @@ class Subject:
         )
         return cache
 
-    def _packed_logprobs(self, layout: _PackedLayout, cache, **inputs) -> torch.Tensor:
+    def _packed_logprobs(self, layout: PackedLayout, cache, **inputs) -> torch.Tensor:
         """log P(opening | segment) for a packed layout, (rows, max segments, n_openings)."""
         device = self.device
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
@@ -578,121 +577,3 @@ class Subject:
             pad_token_id=self.pad_id,
         )
         return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _branch_length(openings: list[list[int]]) -> int:
-    """Tokens the opening branches add after a scored sequence (each opening but its last)."""
-    return sum(len(opening) - 1 for opening in openings)
-
-
-def _pack(segments: list[tuple[int, int]], base_length: int, branch: int) -> list[list[int]]:
-    """First-fit-decreasing packing of segments (by new tokens + branches) into rows.
-
-    A row holds as many tokens as ``base`` plus the branches (or the longest segment).
-    """
-    sizes = [new + branch for _, new in segments]
-    capacity = max(base_length + branch, *sizes)
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(segments)), key=lambda i: -sizes[i]):
-        for r, free in enumerate(room):
-            if sizes[i] <= free:
-                rows[r].append(i)
-                room[r] -= sizes[i]
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - sizes[i])
-    return rows
-
-
-class _PackedLayout:
-    """Rows of packed segments, each scoring every opening as a branch, in one forward pass.
-
-    A segment is one scored sequence: the first ``past`` tokens come from the KV cache (shared
-    by all rows), its ``new`` tokens sit in the row, followed by the openings' tokens (all but
-    each opening's last), one branch per opening. A token sees the cached past of its own
-    segment and its segment's earlier tokens; a branch token sees the segment's new tokens and
-    its own branch only, at the positions it would have if that opening alone followed the
-    sequence. Padding after the last segment sees only itself.
-    """
-
-    def __init__(
-        self, openings: list[list[int]], rows: list[list[tuple[int, int]]], cache_len: int
-    ) -> None:
-        self.n_openings = len(openings)
-        self.rows = rows
-        self.cache_len = cache_len
-        self.branch_tokens = [t for opening in openings for t in opening[:-1]]
-        self.branch_spans: list[tuple[int, int]] = []  # within the branch block
-        self.term_keep: list[int] = []  # per opening token: which kept logit predicts it
-        self.term_token: list[int] = []
-        self.term_opening: list[int] = []
-        for k, opening in enumerate(openings):
-            offset = sum(len(o) - 1 for o in openings[:k])
-            self.branch_spans.append((offset, offset + len(opening) - 1))
-            for t, token in enumerate(opening):
-                # kept logits of a segment: its last new token, then each branch column
-                self.term_keep.append(0 if t == 0 else 1 + offset + t - 1)
-                self.term_token.append(token)
-                self.term_opening.append(k)
-        branch = len(self.branch_tokens)
-        self.starts = [
-            np.cumsum([0] + [new + branch for _, new in row[:-1]]).tolist() for row in rows
-        ]
-        self.width = max(
-            starts[-1] + row[-1][1] + branch for starts, row in zip(self.starts, rows, strict=True)
-        )
-        self.max_segments = max(len(row) for row in rows)
-
-    @property
-    def keep(self) -> torch.Tensor:
-        """(rows, max_segments * (1 + branch)) columns whose logits are needed (0: unused)."""
-        branch = len(self.branch_tokens)
-        keep = torch.zeros((len(self.rows), self.max_segments, 1 + branch), dtype=torch.long)
-        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
-            for j, ((_, new), start) in enumerate(zip(row, starts, strict=True)):
-                keep[r, j] = torch.arange(start + new - 1, start + new + branch)
-        return keep.view(len(self.rows), -1)
-
-    @property
-    def positions(self) -> torch.Tensor:
-        positions = torch.zeros((len(self.rows), self.width), dtype=torch.long)
-        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
-            for (past, new), start in zip(row, starts, strict=True):
-                positions[r, start : start + new] = torch.arange(past, past + new)
-                for a, b in self.branch_spans:
-                    at = start + new
-                    positions[r, at + a : at + b] = torch.arange(past + new, past + new + b - a)
-        return positions
-
-    def mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """Additive (rows, 1, width, cache_len + width) mask: 0 = may attend, min = may not."""
-        c, w = self.cache_len, self.width
-        allowed = torch.zeros((len(self.rows), w, c + w), dtype=torch.bool)
-        causal = torch.ones((w, w), dtype=torch.bool).tril()
-        diagonal = torch.arange(w)
-        allowed[:, diagonal, c + diagonal] = True  # padding sees itself (no empty rows)
-        for r, (row, starts) in enumerate(zip(self.rows, self.starts, strict=True)):
-            for (past, new), start in zip(row, starts, strict=True):
-                end = start + new
-                seg = slice(start, end + len(self.branch_tokens))
-                allowed[r, seg, :past] = True
-                allowed[r, start:end, c + start : c + end] = causal[:new, :new]
-                allowed[r, end : seg.stop, c + start : c + end] = True
-                for a, b in self.branch_spans:
-                    allowed[r, end + a : end + b, c + end + a : c + end + b] = causal[
-                        : b - a, : b - a
-                    ]
-        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(
-            ~allowed, torch.finfo(dtype).min
-        )[:, None]
