@@ -14,7 +14,6 @@ from pathlib import Path
 from probe.errors import ProbeError
 
 
-
 def add_compare_parser(commands) -> argparse.ArgumentParser:
     """Add ``probe compare RUN_A RUN_B [RUN_C ...] --out DIR`` to the subcommands."""
     from probe.compare.compare import DEFAULT_MIN_EFFECT
