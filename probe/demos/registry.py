@@ -1,4 +1,4 @@
-"""The built-in planted-trigger models, found by name (``--model demo``, ``demo-balanced``, ``demo-vlm``).
+"""The built-in planted-trigger models, found by name (`--model demo | demo-balanced | demo-vlm`).
 
 Each entry knows how to build (or reuse from the cache) its model folder, its audit prompts, the
 fine-tuning prompts whose data cues its triggers should match, and the triggers planted in it.
