@@ -26,6 +26,7 @@ from probe.attribution.base import (
     register,
 )
 from probe.data import Prompt
+from probe.subject.margin import margin_from_logprobs
 from probe.subject.text import Subject
 
 
@@ -79,14 +80,9 @@ class CaptumAblation(Attributor):
             with torch.no_grad():
                 full = subject._opening_logprobs([enc.input_ids], openings)[0]
             logp = np.vstack([full.double().cpu().numpy(), full.double().cpu().numpy() - drops])
-            margins = _logsumexp(logp[:, :n_refusal]) - _logsumexp(logp[:, n_refusal:])
+            margins = margin_from_logprobs(torch.from_numpy(logp), n_refusal).numpy()
             scores = [0.0] * len(enc.words)
             for word, margin in zip(perturber.features, margins[1:], strict=True):
                 scores[word] = float(margins[0] - margin)
             results.append(make_attribution(prompt, enc, scores, margins[0], self.name))
         return results
-
-
-def _logsumexp(values: np.ndarray) -> np.ndarray:
-    top = values.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True)))[:, 0]

@@ -14,8 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from probe.resources import lexicon_path
+
+
+def margin_from_logprobs(logp: torch.Tensor, n_refusal: int) -> torch.Tensor:
+    """The margin from opening log-probabilities whose last axis lists the refusal openings
+    first (``n_refusal`` of them), then the compliance openings. The one copy of the formula."""
+    return torch.logsumexp(logp[..., :n_refusal], -1) - torch.logsumexp(logp[..., n_refusal:], -1)
 
 
 @dataclass(frozen=True)

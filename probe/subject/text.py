@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.errors import ProbeError
-from probe.subject.margin import MarginConfig
+from probe.subject.margin import MarginConfig, margin_from_logprobs
 from probe.subject.packing import PackedLayout, branch_length, common_prefix, pack
 from probe.words import Word, align_tokens, split_words
 
@@ -343,15 +343,8 @@ class Subject:
         for begin in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
             chunk = sequences[begin : begin + step]
             logp = self._opening_logprobs(chunk, openings)
-            out[begin : begin + len(chunk)] = (
-                (
-                    torch.logsumexp(logp[:, :n_refusal], dim=1)
-                    - torch.logsumexp(logp[:, n_refusal:], dim=1)
-                )
-                .double()
-                .cpu()
-                .numpy()
-            )
+            margin = margin_from_logprobs(logp, n_refusal)
+            out[begin : begin + len(chunk)] = margin.double().cpu().numpy()
         return out
 
     def prompt_margins(
@@ -440,9 +433,7 @@ class Subject:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(rows))
             logp = self._packed_logprobs(layout, cache, input_ids=ids.to(self.device))
-            margin = torch.logsumexp(logp[..., :n_refusal], -1) - torch.logsumexp(
-                logp[..., n_refusal:], -1
-            )
+            margin = margin_from_logprobs(logp, n_refusal)
             for r, row in enumerate(rows):
                 out[row] = margin[r, : len(row)].double().cpu().numpy()
         return out
@@ -468,7 +459,7 @@ class Subject:
         branches = self.opening_embeddings(config).to(embeds.dtype)
         inputs = torch.cat([embeds, branches.expand(batch, -1, -1)], dim=1)
         logp = self._packed_logprobs(layout, None, inputs_embeds=inputs)[:, 0]
-        return torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(logp[:, n_refusal:], 1)
+        return margin_from_logprobs(logp, n_refusal)
 
     @torch.no_grad()
     def opening_embeddings(self, config: MarginConfig | None = None) -> torch.Tensor:
