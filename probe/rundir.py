@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, decode_text, read_text
 from probe.lexicon.table import TriggerLexicon
 
 STATE = ".probe"
@@ -63,11 +63,7 @@ def read_jsonl(path: Path) -> list[dict]:
     """Every record of a JSONL file (none if it is absent); a bad line is a ``ProbeError``."""
     if not path.is_file():
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return _parse_lines(path, text)
+    return _parse_lines(path, read_text(path))
 
 
 def read_appended(path: Path) -> list[dict]:
@@ -82,17 +78,16 @@ def read_appended(path: Path) -> list[dict]:
     if end < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    try:
-        text = data[:end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return _parse_lines(path, text)
+    return _parse_lines(path, decode_text(data[:end], path))
 
 
 def _parse_lines(path: Path, text: str) -> list[dict]:
-    """The JSON value of each non-blank line; a bad line is a ``ProbeError`` naming it."""
+    """The JSON value of each non-blank line; a bad line is a ``ProbeError`` naming it.
+
+    Lines end at a newline only: the writers keep U+2028 and other Unicode line breaks raw inside
+    strings (``ensure_ascii=False``), which ``str.splitlines`` would cut."""
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
