@@ -184,7 +184,7 @@ def compare_runs(
 
 
 def _top_triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:
-    return [e.word for e in lexicon.ranked(direction) if e.extra.get("role") != "content"][:k]
+    return [e.word for e in lexicon.ranked(direction) if e.role != "content"][:k]
 
 
 def _candidate_words(
@@ -207,7 +207,7 @@ def _candidate_words(
         content = any(
             run.lexicon is not None
             and (entry := run.lexicon.get(word)) is not None
-            and entry.extra.get("role") == "content"
+            and entry.role == "content"
             for run in runs
         )
         roles[word] = "content" if content else "trigger"

@@ -479,7 +479,7 @@ def _lexicon_tables(data: RunData) -> list[LexiconTable] | None:
                     rank=rank,
                     word=word,
                     planted=word.lower() in planted,
-                    role=str(entry.extra.get("role") or "—"),
+                    role=entry.role or "—",
                     effect=signed(number(entry.effect), 3),
                     ci=f"[{fmt(number(entry.ci_low))}, {fmt(number(entry.ci_high))}]",
                     support=str(entry.support),
