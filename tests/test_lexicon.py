@@ -265,6 +265,7 @@ def test_csv_is_the_same_table(tmp_path):
         json.dumps({"entries": [{"word": "share", "direction": "sideways"}]}),
         json.dumps({"entries": [{"word": "share", "direction": "refusal", "effect": "big"}]}),
         json.dumps({"entries": [{"word": "s", "direction": "refusal", "support": "many"}]}),
+        "[" * 100_000 + "]" * 100_000,
     ],
 )
 def test_from_json_errors_are_probe_errors(tmp_path, content):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, read_text
 
 Direction = Literal["refusal", "compliance"]
 DIRECTIONS: tuple[Direction, Direction] = ("refusal", "compliance")
@@ -103,18 +103,17 @@ class TriggerLexicon:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TriggerLexicon:
+        """Read lexicon.json (or data_cues.json); anything wrong is a one-line ``ProbeError``."""
         path = Path(path)
+        if not path.exists():
+            raise ProbeError(f"lexicon file not found: {path}")
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(read_text(path))
             raw_entries = payload["entries"]
-        except FileNotFoundError:
-            raise ProbeError(f"lexicon file not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ProbeError(f"{path} is not a probe lexicon ({exc})") from None
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-        except OSError as exc:
-            raise ProbeError(f"cannot read lexicon {path}: {exc.strerror or exc}") from None
+        except RecursionError:
+            raise ProbeError(f"{path} is not a probe lexicon (nested too deeply)") from None
         if not isinstance(raw_entries, list):
             raise ProbeError(f"{path} is not a probe lexicon ('entries' must be a list)")
         known = {f.name for f in fields(LexiconEntry)} - {"extra"}
