@@ -172,7 +172,7 @@ class AttributionView:
         prompt = _text(record.get("prompt"))
         words = [_text(w) or "" for w in words]
         margin = number(record.get("margin"))
-        core = {f.name for f in fields(WordAttribution)}
+        core = _known(WordAttribution)
         attribution = WordAttribution(
             id=_text(record.get("id")) or "?",
             prompt=prompt if prompt is not None else " ".join(words),
