@@ -19,11 +19,16 @@ def decode_text(data: bytes, path: Path) -> str:
         raise ProbeError(f"{path} is not UTF-8 text ({exc.reason} at byte {at})") from None
 
 
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; an unreadable file (missing, a folder, no permission) is a one-line
+    ``ProbeError``."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_text(path: Path) -> str:
     """A file's UTF-8 text (a leading BOM tolerated); an unreadable or undecodable file is a
     one-line ``ProbeError``, so every reader of user or run files fails the same way."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_text(data, path)
+    return decode_text(read_bytes(path), path)

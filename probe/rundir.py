@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from probe.errors import ProbeError, decode_text, read_text
+from probe.errors import ProbeError, decode_text, read_bytes, read_text
 from probe.lexicon.table import TriggerLexicon
 
 STATE = ".probe"
@@ -73,7 +73,7 @@ def read_appended(path: Path) -> list[dict]:
     """
     if not path.is_file():
         return []
-    data = path.read_bytes()
+    data = read_bytes(path)
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with open(path, "r+b") as handle:
@@ -152,10 +152,9 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None when there is none (or it is not a JSON object)."""
-    path = run_dir / "summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads(read_text(run_dir / "summary.json"))
+    except (ProbeError, ValueError, RecursionError):
         return None
     return summary if isinstance(summary, dict) else None
 
@@ -184,8 +183,8 @@ def read_figure_manifest(figures_dir: Path) -> list[str]:
     """Names of the figure files probe wrote into ``figures_dir`` (from its manifest): only
     plain ``.png`` names directly in the folder, so a tampered manifest cannot reach elsewhere."""
     try:
-        manifest = json.loads((figures_dir / Path(FIGURES_MANIFEST).name).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        manifest = json.loads(read_text(figures_dir / Path(FIGURES_MANIFEST).name))
+    except (ProbeError, ValueError, RecursionError):
         return []
     names = manifest.get("files") if isinstance(manifest, dict) else None
     return [

@@ -256,12 +256,17 @@ class ResponseRecord:
 
 @dataclass(frozen=True)
 class EditRecord:
-    """One verified one-word edit (a line of attacks.jsonl).
+    """One verified one-word edit (a line of attacks.jsonl), read tolerantly.
+
+    The pipeline writes these lines from ``probe.attack.records.AttackRecord``, whose fields
+    are all required; here each field the report shows may be unknown (None), as in older or
+    hand-made lines, and the pipeline's further fields stay in ``extra``. For a complete line,
+    ``AttackRecord.from_record(edit.to_record())`` is the pipeline's record.
 
     ``target`` is the direction the edit pushed toward: "compliance" (attack on a refused
     prompt) or "refusal" (over-refusal of an answered one); derived from the verdict or margin
     before the edit when the line does not say. ``constraints`` holds each constraint's value
-    when the attack recorded them.
+    when the line groups them in one ``constraints`` object.
     """
 
     id: str
