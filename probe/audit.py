@@ -54,6 +54,7 @@ from probe.pipeline import (
     prompts_fingerprint,
 )
 from probe.report import render_report
+from probe.report.records import SCHEMA_VERSION
 from probe.rundir import (
     DERIVED_FILES,
     STATE,
@@ -249,6 +250,7 @@ def _new_summary(
     config: AuditConfig, fingerprint: str, world: World, previous: dict | None
 ) -> dict:
     summary: dict = {
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
         "model": config.model,
         "config": asdict(config),

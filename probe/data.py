@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 from probe.errors import ProbeError
+from probe.errors import read_text as _read_text
 
 Label = Literal["harmful", "benign"]
 
@@ -200,16 +201,6 @@ def _check_file(path: Path) -> None:
         raise ProbeError(f"prompt file not found: {path}")
     if not path.is_file():
         raise ProbeError(f"prompt file {path} is not a file")
-
-
-def _read_text(path: Path) -> str:
-    """The file's text (UTF-8, a leading BOM tolerated), with decoding errors made one line."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse_json(text: str, where: str) -> object:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, decode_text, read_bytes, read_text
 from probe.lexicon.table import TriggerLexicon
 
 STATE = ".probe"
@@ -63,11 +63,7 @@ def read_jsonl(path: Path) -> list[dict]:
     """Every record of a JSONL file (none if it is absent); a bad line is a ``ProbeError``."""
     if not path.is_file():
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return _parse_lines(path, text)
+    return _parse_lines(path, read_text(path))
 
 
 def read_appended(path: Path) -> list[dict]:
@@ -77,22 +73,21 @@ def read_appended(path: Path) -> list[dict]:
     """
     if not path.is_file():
         return []
-    data = path.read_bytes()
+    data = read_bytes(path)
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    try:
-        text = data[:end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-    return _parse_lines(path, text)
+    return _parse_lines(path, decode_text(data[:end], path))
 
 
 def _parse_lines(path: Path, text: str) -> list[dict]:
-    """The JSON value of each non-blank line; a bad line is a ``ProbeError`` naming it."""
+    """The JSON value of each non-blank line; a bad line is a ``ProbeError`` naming it.
+
+    Lines end at a newline only: the writers keep U+2028 and other Unicode line breaks raw inside
+    strings (``ensure_ascii=False``), which ``str.splitlines`` would cut."""
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
@@ -157,10 +152,9 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 def read_summary(run_dir: Path) -> dict | None:
     """The run's summary.json, or None when there is none (or it is not a JSON object)."""
-    path = run_dir / "summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads(read_text(run_dir / "summary.json"))
+    except (ProbeError, ValueError, RecursionError):
         return None
     return summary if isinstance(summary, dict) else None
 
@@ -189,8 +183,8 @@ def read_figure_manifest(figures_dir: Path) -> list[str]:
     """Names of the figure files probe wrote into ``figures_dir`` (from its manifest): only
     plain ``.png`` names directly in the folder, so a tampered manifest cannot reach elsewhere."""
     try:
-        manifest = json.loads((figures_dir / Path(FIGURES_MANIFEST).name).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        manifest = json.loads(read_text(figures_dir / Path(FIGURES_MANIFEST).name))
+    except (ProbeError, ValueError, RecursionError):
         return []
     names = manifest.get("files") if isinstance(manifest, dict) else None
     return [

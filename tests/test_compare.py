@@ -295,3 +295,23 @@ def test_attack_replay_command_matches_compare(demo_pair):
             r["judged_refusal_after"] != r["judged_refusal_before"]
             and r["judged_refusal_after"] == (r["target"] == "refusal")
         )
+
+
+def test_damaged_lines_are_left_out_with_a_note(tmp_path):
+    # The comparison reads runs with the report's reader: lines it cannot use are skipped
+    # and named in the notes, the rest is compared.
+    a = write_run(tmp_path / "a", prompts(), 3.0, 0)
+    b = write_run(tmp_path / "b", prompts(refused_share=False), 0.0, 1)
+    with open(b / "responses.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"prompt": "no id"}) + "\n")
+    with open(b / "attributions.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "p0", "words": ["a", "b"], "scores": [1.0]}) + "\n")
+    (a / "summary.json").unlink()
+    runs = [load_run(a), load_run(b)]
+    assert runs[0].model is None and runs[1].model == "b"
+    comparison = compare_runs(runs, words=["share"])
+    assert "b: responses.jsonl: 1 line not usable; skipped" in comparison.notes
+    assert "b: attributions.jsonl: 1 line not usable; skipped" in comparison.notes
+    assert comparison.pairs[0]["n_shared_prompts"] == len(prompts())
+    share = next(t for t in comparison.pairs[0]["triggers"] if t["word"] == "share")
+    assert share["status"] == "stopped being a trigger"

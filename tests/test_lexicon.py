@@ -131,14 +131,14 @@ def test_content_noun_ranks_after_trigger_words():
     lexicon = LexiconBuilder(seed=0).fit(records).lexicon_
     bomb = lexicon.get("bomb")
     assert bomb is not None and bomb.direction == "refusal"
-    assert bomb.extra["role"] == "content"
+    assert bomb.role == "content"
     assert bomb.effect > lexicon.get("share").effect
-    assert lexicon.get("share").extra["role"] == "trigger"
+    assert lexicon.get("share").role == "trigger"
     refusal = lexicon.ranked("refusal")
     assert refusal[0].word == "share"
     bomb_rank = [e.word for e in refusal].index("bomb")
-    assert all(e.extra["role"] == "content" for e in refusal[bomb_rank:])
-    assert all(e.extra["role"] in ("trigger", "weak") for e in refusal[:bomb_rank])
+    assert all(e.role == "content" for e in refusal[bomb_rank:])
+    assert all(e.role in ("trigger", "weak") for e in refusal[:bomb_rank])
     # without the content/trigger split the bigger effect wins
     plain = LexiconBuilder(seed=0, separate_content=False).fit(records).lexicon_
     assert plain.top("refusal", 1) == ["bomb"]
@@ -152,16 +152,16 @@ def test_negligible_effects_are_weak_not_triggers():
     floor = lexicon.meta["effect_floor_value"]
     assert floor > 0
     for entry in lexicon.entries:
-        if entry.extra["role"] == "weak":
+        if entry.role == "weak":
             assert abs(entry.effect) < floor
-        elif entry.extra["role"] == "trigger":
+        elif entry.role == "trigger":
             assert abs(entry.effect) >= floor
-    assert lexicon.get("share").extra["role"] == "trigger"
-    refusal = [e.extra["role"] for e in lexicon.ranked("refusal")]
+    assert lexicon.get("share").role == "trigger"
+    refusal = [e.role for e in lexicon.ranked("refusal")]
     assert refusal == sorted(refusal, key=["trigger", "weak", "content"].index)
-    assert "weak" in {e.extra["role"] for e in lexicon.entries}
+    assert "weak" in {e.role for e in lexicon.entries}
     off = LexiconBuilder(seed=0, effect_floor=0.0).fit(records).lexicon_
-    assert "weak" not in {e.extra["role"] for e in off.entries}
+    assert "weak" not in {e.role for e in off.entries}
 
 
 # ------------------------------------------------------------------ the table on disk
@@ -187,6 +187,42 @@ def test_json_round_trip(tmp_path):
     again = tmp_path / "again.json"
     back.to_json(again)
     assert again.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_role_is_a_field_written_where_it_always_was(tmp_path):
+    # One entry as earlier versions wrote it: role after the flip fields, before extra columns.
+    entry = {
+        "word": "share",
+        "direction": "refusal",
+        "effect": 1.5,
+        "ci_low": 1.0,
+        "ci_high": 2.0,
+        "support": 4,
+        "p_value": 0.01,
+        "q_value": 0.02,
+        "consistency": 1.0,
+        "flip_rate": None,
+        "flip_ci_low": None,
+        "flip_ci_high": None,
+        "role": "weak",
+        "lead_share": 0.5,
+    }
+    cue = {k: v for k, v in entry.items() if k not in ("role", "lead_share")} | {"z": 3.0}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"source": "model", "meta": {}, "entries": [entry, cue]}, indent=1))
+    lexicon = TriggerLexicon.from_json(old)
+    read, read_cue = lexicon.entries
+    assert read.role == "weak" and "role" not in read.extra and read_cue.role is None
+    assert list(read.to_record()) == list(entry) and read_cue.to_record() == cue
+    lexicon.to_json(tmp_path / "new.json")
+    assert (tmp_path / "new.json").read_text() == old.read_text() + "\n"
+    lexicon.to_csv(tmp_path / "new.csv")
+    header = (tmp_path / "new.csv").read_text().splitlines()[0].split(",")
+    assert header == [*entry, "z"]
+    entry["role"] = ["trigger"]
+    old.write_text(json.dumps({"entries": [entry]}))
+    with pytest.raises(ProbeError, match="entry 1: role must be a string"):
+        TriggerLexicon.from_json(old)
 
 
 def test_nan_fields_round_trip_as_null(tmp_path):
@@ -229,6 +265,7 @@ def test_csv_is_the_same_table(tmp_path):
         json.dumps({"entries": [{"word": "share", "direction": "sideways"}]}),
         json.dumps({"entries": [{"word": "share", "direction": "refusal", "effect": "big"}]}),
         json.dumps({"entries": [{"word": "s", "direction": "refusal", "support": "many"}]}),
+        "[" * 100_000 + "]" * 100_000,
     ],
 )
 def test_from_json_errors_are_probe_errors(tmp_path, content):

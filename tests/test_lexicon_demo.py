@@ -57,9 +57,7 @@ def test_model_triggers_match_the_demo_data_cues(demo_lexicon):
 
 def _entry(word: str, effect: float, role: str = "trigger") -> LexiconEntry:
     direction = "refusal" if effect > 0 else "compliance"
-    return LexiconEntry(
-        word, direction, effect, effect, effect, 5, 0.01, 0.01, extra={"role": role}
-    )
+    return LexiconEntry(word, direction, effect, effect, effect, 5, 0.01, 0.01, role=role)
 
 
 def test_compare_lexicons_by_hand():
@@ -101,7 +99,7 @@ def test_without_nltk_data_labels_keep_content_words_apart(demo_attributions, mo
     lexicon = LexiconBuilder(seed=0, lemmatize=False).fit(demo_attributions).lexicon_
     for direction, word in TRIGGERS.items():
         assert lexicon.ranked(direction)[0].word == word
-    assert lexicon.get("bomb").extra["role"] == "content"  # harmful prompts only, refusal
+    assert lexicon.get("bomb").role == "content"  # harmful prompts only, refusal
 
 
 def test_a_word_that_mostly_leads_stays_a_trigger_despite_one_noun_use():
@@ -116,4 +114,4 @@ def test_a_word_that_mostly_leads_stays_a_trigger_despite_one_noun_use():
         scores = [1.0 if w.lower() == "share" else 0.0 for w in words]
         records.append(WordAttribution(str(i), text, "benign", words, [], scores, 1.0, "test"))
     lexicon = LexiconBuilder(min_support=2).fit(records).lexicon_
-    assert lexicon.get("share").extra["role"] == "trigger"
+    assert lexicon.get("share").role == "trigger"

@@ -543,3 +543,91 @@ def test_numbers_near_the_float_limit_still_draw_every_figure(tmp_path):
         "image_0000.png",
         "image_0001.png",
     }
+
+
+# ------------------------------------------------------------------ typed records, read back
+def test_records_read_back_as_the_pipeline_wrote_them(tmp_path):
+    from probe.attack.records import AttackRecord
+    from probe.attribution.base import WordAttribution
+    from probe.report import load_run
+
+    prompt = "Share a recipe for bread"
+    words = split_words(prompt)
+    attribution = WordAttribution(
+        id="p1",
+        prompt=prompt,
+        label="benign",
+        words=[w.text for w in words],
+        spans=[(w.start, w.end) for w in words],
+        scores=[0.812345678, -0.1, 0.0, 0.05, 0.2],
+        margin=1.23456789,
+        method="occlusion",
+        extra={"image": "img/a.png", "image_map": [[0.5, -0.25], [0.0, 1.0]], "text_reliance": 0.4},
+    )
+    edit = AttackRecord(
+        id="p1", label="benign", target="refusal", original=prompt,
+        variant="What a recipe for bread", position=0, old_word="Share", new_word="What",
+        replaced_pos="VB", source="lexicon", margin_before=1.2345678, margin_after=-0.5,
+        flipped=True, judged_refusal_before=True, judged_refusal_after=False,
+        response_after="Sure, here it is", queries=4, judge={"keyword": False},
+        kind="substitution", pos_after="WP", pos_rule="lead-question", fluency=-0.123456789,
+        fluency_ok=True,
+    )  # fmt: skip
+    response = {"id": "p1", "prompt": prompt, "label": "benign", "response": "No.",
+                "judged_refusal": True, "judges": {"keyword": True}}  # fmt: skip
+    summary = {"schema_version": 1, "model": "demo", "status": "complete", "failures": {}}
+    write_summary(tmp_path, summary)
+    write_jsonl(tmp_path / "attributions.jsonl", [attribution.to_record()])
+    write_jsonl(tmp_path / "attacks.jsonl", [edit.to_record()])
+    write_jsonl(tmp_path / "responses.jsonl", [response])
+    data = load_run(tmp_path)
+    assert data.problems == []
+    view = data.attributions[0]
+    # the pipeline's own type, as its strict reader builds it, and the line it came from
+    assert view.record == WordAttribution.from_record(attribution.to_record())
+    assert view.to_record() == attribution.to_record()
+    assert view.image == "img/a.png" and view.image_map == [[0.5, -0.25], [0.0, 1.0]]
+    assert view.margin == pytest.approx(1.234568) and view.spans == attribution.spans
+    assert data.attacks[0].to_record() == edit.to_record()
+    assert AttackRecord.from_record(data.attacks[0].to_record()) == AttackRecord.from_record(
+        edit.to_record()
+    )
+    assert data.responses["p1"].to_record() == response
+    assert data.summary.to_record() == summary and data.summary.schema_version == 1
+
+
+def test_a_garbled_attribution_keeps_its_words_and_says_what_is_unknown(tmp_path):
+    from probe.report import load_run
+
+    write_summary(tmp_path, {"model": "demo"})
+    line = {"id": 7, "prompt": "a b", "words": ["a", "b"], "scores": [1, "x"],
+            "spans": [[2, 3], [0, 1]], "margin": "high", "method": ["occlusion"]}  # fmt: skip
+    write_jsonl(tmp_path / "attributions.jsonl", [line])
+    view = load_run(tmp_path).attributions[0]
+    assert (view.id, view.words, view.scores) == ("7", ["a", "b"], [1.0, 0.0])
+    assert view.margin is None and view.spans is None and view.method is None
+
+
+@pytest.mark.parametrize(
+    "version, readable, note",
+    [(None, 0, False), (0, 0, False), (1, 1, False), ("1", 0, True), (-3, 0, True)],
+)
+def test_summary_schema_version_absent_is_zero(tmp_path, version, readable, note):
+    from probe.report import load_run
+
+    summary: dict = {"model": "demo"}
+    if version is not None:
+        summary["schema_version"] = version
+    write_summary(tmp_path, summary)
+    data = load_run(tmp_path)
+    assert data.summary.schema_version == readable
+    assert any("schema_version" in p for p in data.problems) == note
+
+
+def test_a_newer_summary_schema_is_one_clear_error(run_dir, capsys):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    write_summary(run_dir, {**summary, "schema_version": 2})
+    code, err = _report_cli(run_dir, capsys)
+    assert code != 0 and err.startswith("probe: error: ") and err.count("\n") == 1
+    assert "summary.json has schema_version 2, newer than this probe reads (1)" in err
+    assert not (run_dir / "report.md").exists()

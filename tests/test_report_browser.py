@@ -163,16 +163,15 @@ def _make_run(run: Path) -> Path:
         ],
     )
     entries = [
-        LexiconEntry("share", "refusal", 2.1, 1.5, 2.7, 2, 0.001, 0.004, 1.0, 1.0, 0.34, 1.0, {}),
-        LexiconEntry(
-            "bomb", "refusal", 0.9, 0.2, 1.6, 1, 0.03, 0.05, 1.0, extra={"role": "content"}
-        ),
+        LexiconEntry("share", "refusal", 2.1, 1.5, 2.7, 2, 0.001, 0.004, 1.0, 1.0, 0.34, 1.0),
+        LexiconEntry("bomb", "refusal", 0.9, 0.2, 1.6, 1, 0.03, 0.05, 1.0, role="content"),
         LexiconEntry(
             f"what{SCRIPT}", "compliance", -2.0, -2.6, -1.4, 3, 0.001, 0.004, 0.9, 0.5, 0.1, 0.9
         ),
     ]
-    entries[0].extra = {"role": "trigger", "lead_share": 1.0, "flip_trials": 1}
-    entries[2].extra = {"role": "trigger", "lead_share": 1.0, "flip_trials": 2}
+    entries[0].role = entries[2].role = "trigger"
+    entries[0].extra = {"lead_share": 1.0, "flip_trials": 1}
+    entries[2].extra = {"lead_share": 1.0, "flip_trials": 2}
     write_lexicon(run, TriggerLexicon(entries))
     write_summary(
         run,

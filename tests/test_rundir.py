@@ -26,9 +26,11 @@ from probe.rundir import (
     is_locked,
     read_appended,
     read_figure_manifest,
+    read_jsonl,
     remove_own_figures,
     write_figure_manifest,
     write_json,
+    write_jsonl,
 )
 
 
@@ -230,6 +232,26 @@ def test_appended_records_survive_and_a_cut_line_is_dropped(tmp_path):
     out.write([{"id": "c"}])
     out.close()
     assert [r["id"] for r in read_appended(path)] == ["a", "b", "c"]
+
+
+def test_unicode_line_breaks_inside_records_read_back(tmp_path):
+    # JSONL is written with ensure_ascii=False, so U+2028/U+0085 stay raw inside strings.
+    path = tmp_path / "responses.jsonl"
+    records = [{"id": "a", "prompt": "one\u2028two\x85three\x1cfour"}, {"id": "b"}]
+    write_jsonl(path, records)
+    assert read_jsonl(path) == records
+    assert read_appended(path) == records
+
+
+def test_record_files_with_a_bom_read_and_bad_bytes_are_one_line(tmp_path):
+    path = tmp_path / "attacks.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a"}\n')
+    assert read_jsonl(path) == [{"id": "a"}]
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "\xff"}\n')
+    with pytest.raises(ProbeError, match=r"attacks.jsonl is not UTF-8 text \(.* at byte 11\)"):
+        read_jsonl(path)
+    with pytest.raises(ProbeError, match="is not UTF-8 text"):
+        read_appended(path)
 
 
 def test_figures_removed_are_only_probes_own(tmp_path):

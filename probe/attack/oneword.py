@@ -125,7 +125,7 @@ class OneWordAttack:
         # Words that carry a request anywhere (lexicon content entries, content words of any
         # prompt): an edit may not bring one in ("Teach ..." -> "Poison ...").
         content_vocabulary = frozenset(
-            e.word.lower() for e in lexicon.entries if e.extra.get("role") == "content"
+            e.word.lower() for e in lexicon.entries if e.role == "content"
         ) | {c.words[i].text.lower() for c in contexts.values() for i in c.content}
         for prompt in prompts:
             target = target_for(prompt, refused.get(prompt.id))
@@ -261,6 +261,4 @@ class OneWordAttack:
 
 def _triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:
     """The top ``k`` words of a direction whose role is "trigger" (not content, not weak)."""
-    return [
-        e.word for e in lexicon.ranked(direction) if e.extra.get("role", "trigger") == "trigger"
-    ][:k]
+    return [e.word for e in lexicon.ranked(direction) if e.role in (None, "trigger")][:k]

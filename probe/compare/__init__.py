@@ -14,7 +14,7 @@ _EXPORTS = {
     "write_comparison": "probe.compare.output",
     "ReplayResult": "probe.compare.replay",
     "replay_edits": "probe.compare.replay",
-    "RunData": "probe.compare.runs",
+    "ComparedRun": "probe.compare.runs",
     "load_run": "probe.compare.runs",
 }
 __all__ = sorted(_EXPORTS)

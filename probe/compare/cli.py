@@ -10,8 +10,12 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
+
+if TYPE_CHECKING:
+    from probe.report.records import RunSummary
 
 
 def add_compare_parser(commands) -> argparse.ArgumentParser:
@@ -109,18 +113,16 @@ def load_model(name: str, args: argparse.Namespace):
     return load_subject(config)
 
 
-def _apply_run_calibration(subject, summary: dict) -> None:
+def _apply_run_calibration(subject, summary: RunSummary) -> None:
     """Score margins with the openings the model's own audit calibrated, when known."""
     from probe.subject.margin import MarginConfig
 
-    calibration = summary.get("margin_calibration") or {}
-    refusal, compliance = (
-        calibration.get("refusal_openings"),
-        calibration.get("compliance_openings"),
-    )
-    if refusal and compliance:
+    calibration = summary.calibration
+    if calibration and calibration.refusal_openings and calibration.compliance_openings:
         subject.margin_config = MarginConfig(
-            tuple(refusal), tuple(compliance), calibration.get("source", "run")
+            tuple(calibration.refusal_openings),
+            tuple(calibration.compliance_openings),
+            calibration.source or "run",
         )
 
 
@@ -184,10 +186,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
             subject = load_model(model, args)
             _apply_run_calibration(subject, runs[j].summary)
             for i in sources:
-                records = read_edits(runs[i].attacks or [], str(runs[i].path / "attacks.jsonl"))
-                tokens = args.max_new_tokens or (
-                    runs[i].summary.get("config", {}).get("max_new_tokens") or 24
+                records = read_edits(
+                    [edit.to_record() for edit in runs[i].attacks or []],
+                    str(runs[i].path / "attacks.jsonl"),
                 )
+                tokens = args.max_new_tokens or (runs[i].summary.config.get("max_new_tokens") or 24)
                 replays[(i, j)] = replay_edits(
                     records,
                     subject,

@@ -14,14 +14,14 @@ from itertools import combinations
 
 import numpy as np
 
-from probe.attribution.base import WordAttribution
 from probe.compare.replay import ReplayResult
-from probe.compare.runs import RunData, shared_prompts, unique_names
+from probe.compare.runs import ComparedRun, shared_prompts, unique_names
 from probe.compare.stats import mcnemar, paired_difference, rate, spearman
 from probe.errors import ProbeError
 from probe.lexicon.stats import bootstrap_ci
 from probe.lexicon.table import DIRECTIONS, Direction, TriggerLexicon, compare_lexicons
 from probe.nlp import word_normaliser
+from probe.report.records import AttributionView
 
 DEFAULT_MIN_EFFECT = 0.5
 """Smallest |mean attribution| (margin units, log-odds) for a word to count as a trigger: a
@@ -91,7 +91,7 @@ class Comparison:
 
 
 def compare_runs(
-    runs: Sequence[RunData],
+    runs: Sequence[ComparedRun],
     *,
     words: Sequence[str] = (),
     top_k: int = 10,
@@ -131,8 +131,8 @@ def compare_runs(
             "n_prompts": len(run.ids()),
             "n_common_prompts": len(common),
             "behaviour": behaviour(run, common),
-            "reported_metrics": run.summary.get("metrics", {}),
-            "ground_truth_triggers": run.summary.get("ground_truth_triggers"),
+            "reported_metrics": run.summary.record.get("metrics", {}),
+            "ground_truth_triggers": run.summary.record.get("ground_truth_triggers"),
             "top_triggers": {
                 d: _top_triggers(run.lexicon, d, top_k) if run.lexicon else [] for d in DIRECTIONS
             },
@@ -147,6 +147,7 @@ def compare_runs(
             notes.append(f"{run.name}: no attacks.jsonl, so no one-word ASR / over-refusal")
         if not run.attributions:
             notes.append(f"{run.name}: no attributions.jsonl, so no per-word effects")
+        notes += [f"{run.name}: {problem}" for problem in run.data.problems]
         run_tables.append(table)
     pairs = []
     for i, j in combinations(range(len(runs)), 2):
@@ -184,11 +185,11 @@ def compare_runs(
 
 
 def _top_triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:
-    return [e.word for e in lexicon.ranked(direction) if e.extra.get("role") != "content"][:k]
+    return [e.word for e in lexicon.ranked(direction) if e.role != "content"][:k]
 
 
 def _candidate_words(
-    runs: Sequence[RunData], words: Sequence[str], top_k: int, normalise: Callable[[str], str]
+    runs: Sequence[ComparedRun], words: Sequence[str], top_k: int, normalise: Callable[[str], str]
 ) -> list[tuple[str, str]]:
     """(word, role) for every word to compare: the user's words, the runs' ground-truth
     triggers, and each run's top-k trigger words per direction (first seen first)."""
@@ -196,8 +197,8 @@ def _candidate_words(
     for word in words:
         chosen[normalise(word)] = None
     for run in runs:
-        for word in (run.summary.get("ground_truth_triggers") or {}).values():
-            chosen[normalise(str(word))] = None
+        for word in run.summary.ground_truth_triggers.values():
+            chosen[normalise(word)] = None
     for run in runs:
         if run.lexicon is not None:
             for direction in DIRECTIONS:
@@ -207,14 +208,14 @@ def _candidate_words(
         content = any(
             run.lexicon is not None
             and (entry := run.lexicon.get(word)) is not None
-            and entry.extra.get("role") == "content"
+            and entry.role == "content"
             for run in runs
         )
         roles[word] = "content" if content else "trigger"
     return list(roles.items())
 
 
-def word_scores(attribution: WordAttribution, normalise: Callable[[str], str]) -> dict[str, float]:
+def word_scores(attribution: AttributionView, normalise: Callable[[str], str]) -> dict[str, float]:
     """Per normalised word, its attribution summed over its occurrences in the prompt (the
     unit of evidence of ``LexiconBuilder``)."""
     scores: dict[str, float] = defaultdict(float)
@@ -246,8 +247,8 @@ def _effect(values: np.ndarray, confidence: float, rng, min_effect: float, role:
 
 
 def trigger_difference(
-    a: RunData,
-    b: RunData,
+    a: ComparedRun,
+    b: ComparedRun,
     ids: Sequence[str],
     word: str,
     role: str,
@@ -291,12 +292,12 @@ def trigger_difference(
     }
 
 
-def behaviour(run: RunData, ids: Sequence[str]) -> dict:
+def behaviour(run: ComparedRun, ids: Sequence[str]) -> dict:
     """Refusal rates and one-word attack rates over ``ids``, each with a Wilson interval.
 
     Attacked prompts are the ones the audit attacks: refused harmful (ASR) and answered benign
     (over-refusal) prompts; a prompt counts as flipped when attacks.jsonl has a verified flip."""
-    flipped = {str(r["id"]) for r in run.attacks or [] if r.get("flipped")}
+    flipped = {r.id for r in run.attacks or [] if r.flipped}
     out = {}
     for label, key in (("harmful", "refusal_rate_harmful"), ("benign", "refusal_rate_benign")):
         out[key] = rate(
@@ -310,7 +311,7 @@ def behaviour(run: RunData, ids: Sequence[str]) -> dict:
     return out
 
 
-def behaviour_tests(a: RunData, b: RunData, ids: Sequence[str]) -> dict:
+def behaviour_tests(a: ComparedRun, b: ComparedRun, ids: Sequence[str]) -> dict:
     """McNemar tests on the shared prompts: refusal of harmful and of benign prompts, and
     one-word flips on the prompts both runs attacked in the same direction."""
     tests = {}
@@ -324,8 +325,8 @@ def behaviour_tests(a: RunData, b: RunData, ids: Sequence[str]) -> dict:
             [bool(a.refused(i)) for i in both], [bool(b.refused(i)) for i in both]
         )
     if a.attacks is not None and b.attacks is not None:
-        flipped_a = {str(r["id"]) for r in a.attacks if r.get("flipped")}
-        flipped_b = {str(r["id"]) for r in b.attacks if r.get("flipped")}
+        flipped_a = {r.id for r in a.attacks if r.flipped}
+        flipped_b = {r.id for r in b.attacks if r.flipped}
         for label, verdict, key in (
             ("harmful", True, "asr_one_word"),
             ("benign", False, "over_refusal_one_word"),
@@ -358,24 +359,24 @@ def lexicon_agreement(a: TriggerLexicon, b: TriggerLexicon, k: int) -> dict:
     return result
 
 
-def heatmaps(a: RunData, b: RunData, ids: Sequence[str], n: int) -> list[dict]:
+def heatmaps(a: ComparedRun, b: ComparedRun, ids: Sequence[str], n: int) -> list[dict]:
     """The ``n`` shared prompts whose decision changed the most between A and B: verdict
     changes first, then the largest margin change; each with both runs' word scores."""
     rows = []
     for prompt_id in ids:
         ra, rb = a.attributions.get(prompt_id), b.attributions.get(prompt_id)
-        if ra is None or rb is None:
-            continue
+        if ra is None or rb is None or ra.margin is None or rb.margin is None:
+            continue  # no margin (a hand-made line) to rank the change by
         changed = a.refused(prompt_id) != b.refused(prompt_id)
-        rows.append((changed, abs(rb.margin - ra.margin), prompt_id, ra, rb))
-    rows.sort(key=lambda r: (not r[0], -r[1], r[2]))
+        rows.append((changed, rb.margin - ra.margin, prompt_id, ra, rb))
+    rows.sort(key=lambda r: (not r[0], -abs(r[1]), r[2]))
     return [
         {
             "id": prompt_id,
             "prompt": ra.prompt,
             "label": ra.label,
             "verdict_changed": changed,
-            "margin_change": rb.margin - ra.margin,
+            "margin_change": change,
             "scale": max((abs(x) for x in [*ra.scores, *rb.scores]), default=0.0),
             "runs": [
                 {
@@ -388,5 +389,5 @@ def heatmaps(a: RunData, b: RunData, ids: Sequence[str], n: int) -> list[dict]:
                 for run, rec in ((a, ra), (b, rb))
             ],
         }
-        for changed, _, prompt_id, ra, rb in rows[:n]
+        for changed, change, prompt_id, ra, rb in rows[:n]
     ]

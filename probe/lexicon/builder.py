@@ -136,14 +136,14 @@ class LexiconBuilder:
                     p_value=p,
                     q_value=float(q),
                     consistency=consistency,
+                    role=_floor_role(
+                        _role(content_votes.get(word, []), labels_seen[word], effect, word_data)
+                        if self.separate_content
+                        else "trigger",
+                        effect,
+                        self.effect_floor_value_,
+                    ),
                     extra={
-                        "role": _floor_role(
-                            _role(content_votes.get(word, []), labels_seen[word], effect, word_data)
-                            if self.separate_content
-                            else "trigger",
-                            effect,
-                            self.effect_floor_value_,
-                        ),
                         "lead_share": len(lead) / support,
                         "effect_lead": lead_mean,
                         "effect_elsewhere": rest_mean,
@@ -207,7 +207,7 @@ def _rank_key(entry: LexiconEntry) -> tuple:
         conservative = -entry.ci_high
     return (
         entry.direction != "refusal",
-        _ROLE_ORDER.get(str(entry.extra.get("role")), 0),
+        _ROLE_ORDER.get(str(entry.role), 0),
         -conservative,
         -abs(entry.effect),
         entry.word,

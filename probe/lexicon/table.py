@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, read_text
 
 Direction = Literal["refusal", "compliance"]
 DIRECTIONS: tuple[Direction, Direction] = ("refusal", "compliance")
@@ -24,8 +24,11 @@ class LexiconEntry:
     """One trigger word and the evidence for it.
 
     ``effect`` is signed like attributions: positive pushes toward refusal. ``support`` is the
-    number of prompts (or data records) containing the word. ``extra`` carries source-specific
-    columns (e.g. ``lead_share``, ``z_first_word``) that are written as additional fields.
+    number of prompts (or data records) containing the word. ``role`` (model lexicons; None in
+    data cues, and then not written) says what kind of word it is: ``"trigger"`` (a shortcut
+    candidate), ``"weak"`` (a trigger candidate under the practical-significance floor) or
+    ``"content"`` (what requests are about). ``extra`` carries source-specific columns (e.g.
+    ``lead_share``, ``z_first_word``) that are written as additional fields.
     """
 
     word: str
@@ -40,11 +43,15 @@ class LexiconEntry:
     flip_rate: float | None = None
     flip_ci_low: float | None = None
     flip_ci_high: float | None = None
+    role: str | None = None
     extra: dict[str, float | int | str | None] = field(default_factory=dict)
 
     def to_record(self) -> dict:
+        """The entry as one lexicon.json entry / lexicon.csv row (``role`` only when set)."""
         record = asdict(self)
         extra = record.pop("extra")
+        if record["role"] is None:
+            del record["role"]
         record.update(extra)
         return {k: _json_safe(v) for k, v in record.items()}
 
@@ -87,8 +94,8 @@ class TriggerLexicon:
         columns: list[str] = []
         for record in records:
             columns += [c for c in record if c not in columns]
-        if not columns:
-            columns = [f.name for f in fields(LexiconEntry) if f.name != "extra"]
+        if not columns:  # the columns every entry has
+            columns = [f.name for f in fields(LexiconEntry) if f.name not in ("role", "extra")]
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
@@ -96,18 +103,17 @@ class TriggerLexicon:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TriggerLexicon:
+        """Read lexicon.json (or data_cues.json); anything wrong is a one-line ``ProbeError``."""
         path = Path(path)
+        if not path.exists():
+            raise ProbeError(f"lexicon file not found: {path}")
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(read_text(path))
             raw_entries = payload["entries"]
-        except FileNotFoundError:
-            raise ProbeError(f"lexicon file not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ProbeError(f"{path} is not a probe lexicon ({exc})") from None
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
-        except OSError as exc:
-            raise ProbeError(f"cannot read lexicon {path}: {exc.strerror or exc}") from None
+        except RecursionError:
+            raise ProbeError(f"{path} is not a probe lexicon (nested too deeply)") from None
         if not isinstance(raw_entries, list):
             raise ProbeError(f"{path} is not a probe lexicon ('entries' must be a list)")
         known = {f.name for f in fields(LexiconEntry)} - {"extra"}
@@ -124,6 +130,8 @@ class TriggerLexicon:
                 base["support"] = int(base["support"] or 0)
             except (TypeError, ValueError) as exc:
                 raise ProbeError(f"{path} entry {i}: {exc}") from None
+            if base["role"] is not None and not isinstance(base["role"], str):
+                raise ProbeError(f"{path} entry {i}: role must be a string")
             extra = {k: v for k, v in raw.items() if k not in known}
             entries.append(LexiconEntry(**base, extra=extra))
         return cls(
@@ -142,7 +150,7 @@ def compare_lexicons(
     (e.g. a lemmatiser) before matching. Content words (``role == "content"``) are left out of
     the model side, as they are not shortcut candidates.
     """
-    model_entries = [e for e in model.entries if e.extra.get("role") != "content"]
+    model_entries = [e for e in model.entries if e.role != "content"]
     result: dict = {"k": k, "overlap_at_k": {}, "top": {}}
     for direction in DIRECTIONS:
         top_model = [normalise(e.word) for e in model_entries if e.direction == direction][:k]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError
 from probe.lexicon.table import TriggerLexicon
-from probe.report.records import AttributionRecord, number
+from probe.report.records import AttributionView, number
 from probe.report.view import (
     COMPLIANCE_HEX,
     REFUSAL_HEX,
@@ -270,7 +270,7 @@ def _open_image(path: Path) -> Image | None:
     return image
 
 
-def _image_figure(data: RunData, record: AttributionRecord, path: Path) -> bool:
+def _image_figure(data: RunData, record: AttributionView, path: Path) -> bool:
     """The image with its patch attribution map over it (or the map alone if the image is gone)."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm

@@ -1,14 +1,18 @@
-"""Typed records of a run directory, as the report reads them back.
+"""Typed records of a run directory, as ``load_run`` reads them back (the report and
+``probe compare`` both use them).
 
 The run directory is written by other stages and may be partial, old, hand-made or damaged, so
 each ``from_record`` here is tolerant: a field of the wrong type becomes "unknown" (``None`` or
-empty) and is reported in ``problems``, never a crash. Fields the report does not know are kept
-in ``extra`` so newer writers (judge opinions, constraint values, ...) still show up.
+empty) and is reported in ``problems``, never a crash. Fields a record does not model are kept
+in ``extra`` so newer writers (judge opinions, constraint values, ...) still show up. Where the
+pipeline has a strict type for a line (``WordAttribution``), the record read back is that type,
+wrapped in a view that makes the unknowns explicit; ``to_record`` gives the line back.
 
-Run-directory contract (what the report needs; everything else is optional):
+Run-directory contract (what the report needs; everything else is optional; README "Contracts"):
 
-- ``summary.json``: an object; ``model``, ``status``, ``metrics`` (name -> number, or an object
-  with ``value`` and optional ``ci_low``/``ci_high``), ``counts``, ``notes``, ...
+- ``summary.json``: an object; ``schema_version`` (absent: 0; newer than ``SCHEMA_VERSION`` is
+  refused), ``model``, ``status``, ``metrics`` (name -> number, or an object with ``value`` and
+  optional ``ci_low``/``ci_high``), ``counts``, ``notes``, ...
 - ``attributions.jsonl``: ``id``, ``prompt``, ``words``, ``scores`` (same length), optional
   ``label``, ``spans``, ``margin``, ``method``, ``image``, ``image_map`` (2-D numbers).
 - ``responses.jsonl``: ``id``, ``response``, ``judged_refusal``.
@@ -20,10 +24,16 @@ Run-directory contract (what the report needs; everything else is optional):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
+from probe.attribution.base import WordAttribution
+from probe.errors import ProbeError
 from probe.lexicon.table import DIRECTIONS, Direction
+
+SCHEMA_VERSION = 1
+"""The summary.json schema this probe writes and reads (``schema_version``; files without it
+are version 0, from before it was recorded)."""
 
 
 def number(value: Any) -> float | None:
@@ -84,30 +94,74 @@ def _extra(record: dict, known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in known}
 
 
+def _known(cls: type) -> frozenset[str]:
+    """The record keys a record type reads into its own fields (all but ``extra``)."""
+    return frozenset(f.name for f in fields(cls) if f.name != "extra")
+
+
+def _present(record: Any) -> dict[str, Any]:
+    """A typed record's known fields that are set, then its ``extra`` items: the JSON line
+    it was read from, up to the values it could not use."""
+    out = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "extra"}
+    out = {k: v for k, v in out.items() if v not in (None, {})}
+    return out | record.extra
+
+
 @dataclass(frozen=True)
-class AttributionRecord:
-    """One prompt's word attributions (a line of attributions.jsonl)."""
+class AttributionView:
+    """A line of attributions.jsonl read back: the pipeline's ``WordAttribution`` (``record``)
+    plus the image fields of a VLM run, validated.
 
-    id: str
-    prompt: str
-    label: str | None
-    words: list[str]
-    scores: list[float]
-    spans: list[tuple[int, int]] | None
-    margin: float | None
-    method: str | None
-    image: str | None
-    image_map: list[list[float]] | None
-    text_reliance: float | None
-    extra: dict[str, Any] = field(default_factory=dict)
+    The line may lack or garble what the pipeline always writes, so ``margin``, ``spans`` and
+    ``method`` read as None when unknown (``record`` then holds NaN, an empty list, ""). Fields
+    the record does not model stay in ``record.extra``, as the pipeline wrote them.
+    """
 
-    KNOWN = frozenset(
-        "id prompt label words scores spans margin method image image_map text_reliance".split()
-    )
+    record: WordAttribution
+    image: str | None = None
+    image_map: list[list[float]] | None = None
+    text_reliance: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def prompt(self) -> str:
+        return self.record.prompt
+
+    @property
+    def label(self) -> str | None:
+        return self.record.label
+
+    @property
+    def words(self) -> list[str]:
+        return self.record.words
+
+    @property
+    def scores(self) -> list[float]:
+        return self.record.scores
+
+    @property
+    def margin(self) -> float | None:
+        return number(self.record.margin)
+
+    @property
+    def spans(self) -> list[tuple[int, int]] | None:
+        return self.record.spans if self.record.spans or not self.record.words else None
+
+    @property
+    def method(self) -> str | None:
+        return self.record.method or None
+
+    def to_record(self) -> dict:
+        """The line as the pipeline writes it (``WordAttribution.to_record``)."""
+        return self.record.to_record()
 
     @classmethod
-    def from_record(cls, record: Any) -> AttributionRecord | None:
-        """The record, or None when it has no words/scores pair a heatmap could draw."""
+    def from_record(cls, record: Any) -> AttributionView | None:
+        """The line read tolerantly, or None when it has no words/scores pair a heatmap could
+        draw."""
         if not isinstance(record, dict):
             return None
         words, scores = record.get("words"), record.get("scores")
@@ -117,19 +171,24 @@ class AttributionRecord:
             return None
         prompt = _text(record.get("prompt"))
         words = [_text(w) or "" for w in words]
-        return cls(
+        margin = number(record.get("margin"))
+        core = _known(WordAttribution)
+        attribution = WordAttribution(
             id=_text(record.get("id")) or "?",
             prompt=prompt if prompt is not None else " ".join(words),
             label=normal_label(record.get("label")),
             words=words,
+            spans=_spans(record.get("spans"), prompt, len(words)) or [],
             scores=[number(s) or 0.0 for s in scores],
-            spans=_spans(record.get("spans"), prompt, len(words)),
-            margin=number(record.get("margin")),
-            method=_text(record.get("method")),
+            margin=math.nan if margin is None else margin,
+            method=_text(record.get("method")) or "",
+            extra={k: v for k, v in record.items() if k not in core},
+        )
+        return cls(
+            attribution,
             image=_text(record.get("image")),
             image_map=_grid(record.get("image_map")),
             text_reliance=number(record.get("text_reliance")),
-            extra=_extra(record, cls.KNOWN),
         )
 
 
@@ -176,10 +235,13 @@ class ResponseRecord:
     judged_refusal: bool | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = frozenset("id prompt label response judged_refusal".split())
+    def to_record(self) -> dict:
+        """The line, without the fields it lacked or could not use."""
+        return _present(self)
 
     @classmethod
     def from_record(cls, record: Any) -> ResponseRecord | None:
+        """The line read tolerantly, or None when it has no id."""
         if not isinstance(record, dict) or _text(record.get("id")) is None:
             return None
         return cls(
@@ -188,18 +250,23 @@ class ResponseRecord:
             label=normal_label(record.get("label")),
             response=_text(record.get("response")),
             judged_refusal=_bool(record.get("judged_refusal")),
-            extra=_extra(record, cls.KNOWN),
+            extra=_extra(record, _known(cls)),
         )
 
 
 @dataclass(frozen=True)
 class EditRecord:
-    """One verified one-word edit (a line of attacks.jsonl).
+    """One verified one-word edit (a line of attacks.jsonl), read tolerantly.
+
+    The pipeline writes these lines from ``probe.attack.records.AttackRecord``, whose fields
+    are all required; here each field the report shows may be unknown (None), as in older or
+    hand-made lines, and the pipeline's further fields stay in ``extra``. For a complete line,
+    ``AttackRecord.from_record(edit.to_record())`` is the pipeline's record.
 
     ``target`` is the direction the edit pushed toward: "compliance" (attack on a refused
     prompt) or "refusal" (over-refusal of an answered one); derived from the verdict or margin
     before the edit when the line does not say. ``constraints`` holds each constraint's value
-    when the attack recorded them.
+    when the line groups them in one ``constraints`` object.
     """
 
     id: str
@@ -222,14 +289,13 @@ class EditRecord:
     constraints: dict[str, str | int | float | bool | None]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = frozenset(
-        "id label target original variant position old_word new_word kind source margin_before "
-        "margin_after flipped judged_refusal_before judged_refusal_after response_after queries "
-        "constraints".split()
-    )
+    def to_record(self) -> dict:
+        """The line, without the fields it lacked or could not use."""
+        return _present(self)
 
     @classmethod
     def from_record(cls, record: Any) -> EditRecord | None:
+        """The line read tolerantly (None when it is not an object)."""
         if not isinstance(record, dict):
             return None
         before = _bool(record.get("judged_refusal_before"))
@@ -263,7 +329,7 @@ class EditRecord:
             response_after=_text(record.get("response_after")),
             queries=_int(record.get("queries")),
             constraints=_scalars(record.get("constraints")),
-            extra=_extra(record, cls.KNOWN),
+            extra=_extra(record, _known(cls)),
         )
 
 
@@ -360,9 +426,15 @@ class CueComparison:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """summary.json, typed. ``problems`` lists the fields that had the wrong type (ignored)."""
+    """summary.json, typed. ``problems`` lists the fields that had the wrong type (ignored).
 
-    model: str
+    ``record`` is the object as read: summary.json also carries free-form parts (``config``,
+    ``attack_metrics``, ``failures``, ...) that are reported as recorded. ``schema_version``
+    is 0 for files written before probe recorded it.
+    """
+
+    schema_version: int
+    model: str | None
     status: str | None
     model_path: str | None
     error: str | None
@@ -379,15 +451,10 @@ class RunSummary:
     resumed: Any
     world_size: int | None
     problems: list[str]
-    extra: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = frozenset(
-        "model status model_path error config counts metrics versions timings_s "
-        "stages_completed ground_truth_triggers margin_calibration data_cue_comparison notes "
-        "resumed world_size".split()
-    )
-    # field -> the JSON type it must have, for the problem notes
-    SHAPES = {
+    # key -> the JSON type it must have, for the problem notes
+    SHAPES: ClassVar[dict[str, tuple[type, str]]] = {
         "model": (str, "a string"),
         "status": (str, "a string"),
         "model_path": (str, "a string"),
@@ -404,13 +471,28 @@ class RunSummary:
         "notes": (list, "a list"),
     }
 
+    def to_record(self) -> dict[str, Any]:
+        """The summary.json object as read."""
+        return dict(self.record)
+
     @classmethod
-    def from_record(cls, record: dict) -> RunSummary:
+    def from_record(cls, record: dict, source: str = "summary.json") -> RunSummary:
+        """The object read tolerantly; a ``schema_version`` newer than this probe's is a
+        ``ProbeError`` naming ``source`` (its fields may mean something else)."""
+        version = _int(record.get("schema_version", 0))
+        if version is not None and version > SCHEMA_VERSION:
+            raise ProbeError(
+                f"{source} has schema_version {version}, newer than this probe reads "
+                f"({SCHEMA_VERSION}); upgrade probe to read this run"
+            )
         problems = [
             f"summary.json: '{name}' should be {what}, not {type(record[name]).__name__}; ignored"
             for name, (kind, what) in cls.SHAPES.items()
             if record.get(name) is not None and not isinstance(record[name], kind)
         ]
+        if version is None or version < 0:
+            problems.append("summary.json: 'schema_version' is not a version number; read as 0")
+            version = 0
 
         def get(name: str) -> Any:
             value = record.get(name)
@@ -421,7 +503,8 @@ class RunSummary:
         truth = get("ground_truth_triggers") or {}
         calibration, comparison = get("margin_calibration"), get("data_cue_comparison")
         return cls(
-            model=get("model") or "?",
+            schema_version=version,
+            model=get("model"),
             status=get("status"),
             model_path=get("model_path"),
             error=get("error"),
@@ -440,5 +523,5 @@ class RunSummary:
             resumed=record.get("resumed"),
             world_size=_int(record.get("world_size")),
             problems=problems,
-            extra=_extra(record, cls.KNOWN),
+            record=dict(record),
         )

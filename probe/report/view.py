@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from probe.lexicon.table import DIRECTIONS, LexiconEntry
-from probe.report.records import AttributionRecord, EditRecord, Metric, ResponseRecord, number
+from probe.report.records import AttributionView, EditRecord, Metric, ResponseRecord, number
 
 if TYPE_CHECKING:
     from probe.report.figures import Figures
@@ -126,7 +126,7 @@ def strength(score: float, bound: float) -> float:
     return math.sqrt(min(1.0, abs(score) / bound)) if bound else 0.0
 
 
-def colour_bound(attributions: list[AttributionRecord]) -> float:
+def colour_bound(attributions: list[AttributionView]) -> float:
     """Colour saturation bound: the 95th percentile of |score| (one huge score must not wash
     out every other word); exact values stay in the hover text."""
     import numpy as np
@@ -144,7 +144,7 @@ def judged(data: RunData, record_id: str) -> bool | None:
     return None if response is None else response.judged_refusal
 
 
-def group_key(data: RunData, record: AttributionRecord) -> tuple[str | None, bool | None]:
+def group_key(data: RunData, record: AttributionView) -> tuple[str | None, bool | None]:
     return (record.label, judged(data, record.id))
 
 
@@ -169,7 +169,7 @@ def _groups(data: RunData) -> dict[tuple[str | None, bool | None], list[int]]:
     return {key: groups[key] for key in sorted(groups, key=_group_order)}
 
 
-def heatmap_sample(data: RunData, per_group: int = 4) -> list[AttributionRecord]:
+def heatmap_sample(data: RunData, per_group: int = 4) -> list[AttributionView]:
     """The first few prompts of each group, for the heatmap figure."""
     return [data.attributions[i] for ids in _groups(data).values() for i in ids[:per_group]]
 
@@ -479,7 +479,7 @@ def _lexicon_tables(data: RunData) -> list[LexiconTable] | None:
                     rank=rank,
                     word=word,
                     planted=word.lower() in planted,
-                    role=str(entry.extra.get("role") or "—"),
+                    role=entry.role or "—",
                     effect=signed(number(entry.effect), 3),
                     ci=f"[{fmt(number(entry.ci_low))}, {fmt(number(entry.ci_high))}]",
                     support=str(entry.support),
@@ -568,7 +568,7 @@ def _rgba(score: float, bound: float) -> tuple[str, bool]:
     return f"rgba({r},{g},{b},{0.85 * level:.2f})", level > 0.6
 
 
-def _segments(record: AttributionRecord, bound: float) -> list[Segment]:
+def _segments(record: AttributionView, bound: float) -> list[Segment]:
     """The prompt with each attributed word coloured; text between words kept (with spans)."""
     parts: list[Segment] = []
     cursor = 0
@@ -738,7 +738,7 @@ def build_view(data: RunData, figures: Figures) -> ReportView:
     views = _figure_views(figures)
     bound = colour_bound(data.attributions)
     view = ReportView(
-        model=summary.model,
+        model=summary.model or "?",
         subtitle=" · ".join(subtitle),
         status=summary.status if summary.status not in (None, "complete") else None,
         stages=", ".join(summary.stages_completed) or "none",
