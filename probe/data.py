@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 from probe.errors import ProbeError
+from probe.query import Query
 
 Label = Literal["harmful", "benign"]
 
@@ -50,6 +51,11 @@ class Prompt:
     def __post_init__(self) -> None:
         if self.label is not None and self.label not in get_args(Label):
             raise ValueError(f"label must be 'harmful', 'benign' or None, not {self.label!r}")
+
+    @property
+    def query(self) -> Query:
+        """What the subject is asked: the prompt text with its image."""
+        return Query(self.prompt, self.image)
 
 
 def normalise_label(value: object, where: str) -> Label | None:

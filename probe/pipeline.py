@@ -11,6 +11,7 @@ file as soon as they exist, a rerun skips what the file already holds, and a pro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -37,7 +38,7 @@ from probe.resources import lexicon_path
 from probe.rundir import Appender, read_appended, write_jsonl
 from probe.subject.margin import Calibration, MarginConfig, agreement, calibrate_openings
 from probe.subject.text import Subject
-from probe.subject.vision import VisionSubject, attach_images, load_subject_any
+from probe.subject.vision import VisionSubject, check_images, load_subject_any
 
 EDIT_KINDS = ("substitution", "insertion", "deletion")
 
@@ -169,7 +170,8 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
 def prepare_prompts(
     subject: Subject, prompts: list[Prompt], method: str | None = None
 ) -> list[Prompt]:
-    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images.
+    """Prompts as ``subject`` takes them: a VLM's images are checked now; a text-only model's
+    prompts lose their images (with one warning).
 
     With ``method``, also checks that the attribution method can handle image prompts.
     """
@@ -181,14 +183,11 @@ def prepare_prompts(
                 "text-only model: their images are ignored",
                 stacklevel=2,
             )
-        return prompts
-    if method is not None and any(p.image is not None for p in prompts):
-        if not get_attributor(method).supports_images:
-            raise ProbeError(
-                f"method {method!r} does not support prompts with images yet; use occlusion, "
-                "occlusion-baseline, leave-one-out, shapley or lime"
-            )
-    return attach_images(prompts)
+        return [dataclasses.replace(p, image=None) if p.image is not None else p for p in prompts]
+    if method is not None:
+        get_attributor(method).check_images(prompts)
+    check_images(prompts)
+    return prompts
 
 
 def build_attributor(config: AuditConfig) -> Attributor:
@@ -423,7 +422,7 @@ def response_record(prompt: Prompt, response: str, verdict: Verdict) -> dict:
     """One line of responses.jsonl: the response, the verdict, and both judges' opinions."""
     return {
         "id": prompt.id,
-        "prompt": str(prompt.prompt),
+        "prompt": prompt.prompt,
         "label": prompt.label,
         "response": response,
         "judged_refusal": bool(verdict.refusal),
@@ -444,7 +443,7 @@ def generate_and_judge(
     """Greedy responses to every prompt and the judge's reading of each (responses.jsonl)."""
 
     def compute(chunk: list[Prompt]) -> list[dict]:
-        responses = subject.generate([p.prompt for p in chunk], config.max_new_tokens)
+        responses = subject.generate([p.query for p in chunk], config.max_new_tokens)
         verdicts = judge.verdicts(responses)
         return [
             response_record(p, r, v) for p, r, v in zip(chunk, responses, verdicts, strict=True)
@@ -469,7 +468,7 @@ def sharded_margins(
     """Margins of all prompts, computed in the stages' fixed chunks, shared out across ranks."""
     chunks = chunks_of(prompts, batch_size)
     mine = {
-        k: subject.prompt_margins([p.prompt for p in c], margin).tolist()
+        k: subject.prompt_margins([p.query for p in c], margin).tolist()
         for k, c in enumerate(chunks)
         if world.owns(k)
     }

@@ -40,7 +40,10 @@ class CaptumAblation(Attributor):
     """
 
     name = "captum-ablation"
-    supports_images = False
+    no_images_because = (
+        "captum runs the model on plain token ids, which cannot carry a VLM's image features; "
+        "use occlusion (the same word deletion, scored with the image)"
+    )
 
     def __init__(self, forward_in_tokens: bool = False) -> None:
         self.forward_in_tokens = forward_in_tokens
@@ -52,6 +55,7 @@ class CaptumAblation(Attributor):
 
         from probe.attribution.captum_input import WordDeletionInput
 
+        self.check_images(prompts)
         openings, n_refusal = subject.opening_ids(subject.margin_config)
         llm = LLMAttribution(FeatureAblation(subject.model), subject.tokenizer)
         results = []
