@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_vlms import VLM_FAMILIES, build_tiny_vlm, write_test_images
 
+from probe.attribution import REGISTRY, get_attributor
 from probe.attribution.image import (
     attribute_images,
     integrated_gradients_map,
@@ -20,6 +21,7 @@ from probe.data import Prompt
 from probe.errors import ProbeError
 from probe.query import Query
 from probe.subject.vision import (
+    IMAGE_CACHE_SIZE,
     ImageTokens,
     VisionSubject,
     check_images,
@@ -228,3 +230,107 @@ def test_leave_one_out_variants_keep_their_image(vlm, images):
         assert variant.image == prompt.image
         expected = base - _hf_margin(vlm, variant)
         assert record.scores[index] == pytest.approx(expected, abs=1e-4), word.text
+
+
+# ------------------------------------------- queries: the image is part of what is asked
+def test_same_text_different_images_are_different_queries(vlm, images):
+    first, second = Query(TEXTS[0], images[0]), Query(TEXTS[0], images[1])
+    assert first != second and len({first, second, Query(TEXTS[0], images[0])}) == 2
+    ours = vlm.prompt_margins([first, second])
+    assert ours[0] != pytest.approx(ours[1], abs=1e-4)
+    np.testing.assert_allclose(ours, [_hf_margin(vlm, first), _hf_margin(vlm, second)], atol=1e-4)
+
+
+def test_image_feature_cache_is_bounded(vlm, tmp_path):
+    many = write_test_images(tmp_path / "many", n=5, seed=3)
+    vlm.image_cache_size = 2
+    try:
+        encoded = []
+        for path in many:
+            encoded.append(vlm.encode(Query(TEXTS[1], path)))
+            assert len(vlm._cache) <= 2
+        # evicted images are computed again when a sequence needs them
+        again = vlm.margins([e.input_ids for e in encoded])
+        assert len(vlm._cache) <= 2
+        np.testing.assert_allclose(again, [_hf_margin(vlm, e.query) for e in encoded], atol=1e-4)
+    finally:
+        vlm.image_cache_size = IMAGE_CACHE_SIZE
+
+
+# ------------------- every attribution method on image prompts against a brute-force reference
+BASELINE_FREE = ("occlusion", "leave-one-out")
+
+
+def _reference_scores(vlm, method: str, prompt: Prompt, record) -> np.ndarray | None:
+    """The brute-force scores of ``method`` on an image prompt (None: no pointwise reference)."""
+    import vlm_reference as ref
+
+    from probe.attribution.base import baseline_token_id
+    from probe.words import delete_word
+
+    enc = vlm.encode(prompt.query)
+    ids, extra = ref.processor_inputs(vlm, prompt.query)
+    assert ref.plain_ids(vlm, enc) == ids  # probe's sequence is the processor's, image keyed
+    base = ref.margin_of_ids(vlm, ids, extra)
+    assert record.margin == pytest.approx(base, abs=1e-4)
+    unk = baseline_token_id(vlm, None)
+    own = [(t, w) for t, w in zip(ids, enc.token_word, strict=True)]
+    if method == "occlusion":
+        return np.array(
+            [
+                base - ref.margin_of_ids(vlm, [t for t, w in own if w != i], extra)
+                for i in range(len(enc.words))
+            ]
+        )
+    if method == "occlusion-baseline":
+        return np.array(
+            [
+                base - ref.margin_of_ids(vlm, [unk if w == i else t for t, w in own], extra)
+                for i in range(len(enc.words))
+            ]
+        )
+    if method == "leave-one-out":
+        scores = []
+        for word in enc.words:
+            variant = delete_word(prompt.query, word)
+            assert variant.image == prompt.image
+            scores.append(base - _hf_margin(vlm, variant))
+        return np.array(scores)
+    if method == "gradient-x-input":
+        return ref.gradient_x_input(vlm, enc)
+    if method == "integrated-gradients":
+        baseline = ref.margin_of_ids(vlm, [unk if w >= 0 else t for t, w in own], extra)
+        assert record.extra["baseline_margin"] == pytest.approx(baseline, abs=1e-4)
+        # completeness against the reference margins: sum(scores) = margin(x) - margin(baseline)
+        assert sum(record.scores) == pytest.approx(
+            base - baseline, abs=2e-3 + 0.02 * abs(base - baseline)
+        )
+        return ref.integrated_gradients(vlm, enc, unk)
+    if method in ("shapley", "lime"):
+        # every coalition keeps the image: the empty coalition is the image with no words
+        empty = ref.margin_of_ids(vlm, [t for t, w in own if w < 0], extra)
+        assert record.extra["empty_margin"] == pytest.approx(empty, abs=1e-4)
+        if method == "shapley":  # efficiency holds exactly for sampled Shapley values
+            assert sum(record.scores) == pytest.approx(base - empty, abs=1e-4)
+        return None
+    raise AssertionError(f"no reference for {method}: add one (or a ProbeError) to this test")
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_every_method_on_image_prompts_equals_a_reference(vlm, images, method):
+    prompt = Prompt(TEXTS[0], "a", "harmful", image=images[1])
+    attributor = get_attributor(method, **({"n_samples": 20} if method == "lime" else {}))
+    if attributor.no_images_because is not None:
+        with pytest.raises(
+            ProbeError, match=f"prompt a: method '{method}' cannot score prompts with images: .+"
+        ):
+            attributor.attribute(vlm, [prompt])
+        return
+    (record,) = attributor.attribute(vlm, [prompt])
+    assert record.query == prompt.query  # the record names its image
+    expected = _reference_scores(vlm, method, prompt, record)
+    if expected is not None:
+        tol = 2e-3 if method == "integrated-gradients" else 1e-4
+        np.testing.assert_allclose(
+            record.scores, expected, atol=tol, rtol=0.02 if tol > 1e-4 else 0
+        )
