@@ -503,6 +503,23 @@ class VisionSubject(Subject):
                     self._transient.pop(key, None)
         return out
 
+    @torch.no_grad()
+    def blank_image_margins(
+        self, queries: Sequence[Query], config: MarginConfig | None = None
+    ) -> np.ndarray:
+        """Margin of each image query with its image swapped for a blank one: the same size,
+        every pixel mid-grey (128), so only what the image shows is gone."""
+        from PIL import Image
+
+        out = np.empty(len(queries), dtype=np.float64)
+        for i, query in enumerate(queries):
+            if query.image is None:
+                raise ProbeError("a blank-image control needs a query with an image")
+            size = open_image(query.image).size
+            blank = self.image_inputs(Image.new("RGB", size, (128, 128, 128)))
+            out[i] = self.image_margins(self.encode(query).input_ids, blank, config)[0]
+        return out
+
     def pixel_margins(
         self, ids: Sequence[int], pixel_batch: dict, config: MarginConfig | None = None
     ) -> torch.Tensor:
