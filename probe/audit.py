@@ -47,6 +47,7 @@ from probe.pipeline import (
     config_differences,
     generate_and_judge,
     identity,
+    image_control_metrics,
     load_audit_prompts,
     load_data_cues,
     load_subject,
@@ -500,6 +501,7 @@ def _finish(run, subject, prompts, responses, output, calibration, result, failu
     if isinstance(subject, VisionSubject):
         attributions = attributions_of(output, prompts)
         summary["metrics"].update(_reliance_metrics(prompts, attributions, refused))
+        summary["image_controls"] = image_control_metrics(prompts, attributions, refused)
     summary["notes"] = result.notes
     summary["status"] = "complete"
     run.save()

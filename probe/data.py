@@ -18,6 +18,7 @@ from typing import Literal, cast, get_args
 
 from probe.errors import ProbeError
 from probe.errors import read_text as _read_text
+from probe.query import Query
 
 Label = Literal["harmful", "benign"]
 
@@ -51,6 +52,11 @@ class Prompt:
     def __post_init__(self) -> None:
         if self.label is not None and self.label not in get_args(Label):
             raise ValueError(f"label must be 'harmful', 'benign' or None, not {self.label!r}")
+
+    @property
+    def query(self) -> Query:
+        """What the subject is asked: the prompt text with its image."""
+        return Query(self.prompt, self.image)
 
 
 def normalise_label(value: object, where: str) -> Label | None:

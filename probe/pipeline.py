@@ -11,6 +11,7 @@ file as soon as they exist, a rerun skips what the file already holds, and a pro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -33,11 +34,12 @@ from probe.lexicon.builder import LexiconBuilder
 from probe.lexicon.cues import DataCueMiner
 from probe.lexicon.table import TriggerLexicon
 from probe.parallel import World
+from probe.query import Query
 from probe.resources import lexicon_path
 from probe.rundir import Appender, read_appended, write_jsonl
 from probe.subject.margin import Calibration, MarginConfig, agreement, calibrate_openings
 from probe.subject.text import Subject
-from probe.subject.vision import VisionSubject, attach_images, load_subject_any
+from probe.subject.vision import VisionSubject, check_images, load_subject_any
 
 EDIT_KINDS = ("substitution", "insertion", "deletion")
 
@@ -169,7 +171,8 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
 def prepare_prompts(
     subject: Subject, prompts: list[Prompt], method: str | None = None
 ) -> list[Prompt]:
-    """Prompts as ``subject`` takes them: a VLM's prompt texts carry their (checked) images.
+    """Prompts as ``subject`` takes them: a VLM's images are checked now; a text-only model's
+    prompts lose their images (with one warning).
 
     With ``method``, also checks that the attribution method can handle image prompts.
     """
@@ -181,14 +184,11 @@ def prepare_prompts(
                 "text-only model: their images are ignored",
                 stacklevel=2,
             )
-        return prompts
-    if method is not None and any(p.image is not None for p in prompts):
-        if not get_attributor(method).supports_images:
-            raise ProbeError(
-                f"method {method!r} does not support prompts with images yet; use occlusion, "
-                "occlusion-baseline, leave-one-out, shapley or lime"
-            )
-    return attach_images(prompts)
+        return [dataclasses.replace(p, image=None) if p.image is not None else p for p in prompts]
+    if method is not None:
+        get_attributor(method).check_images(prompts)
+    check_images(prompts)
+    return prompts
 
 
 def build_attributor(config: AuditConfig) -> Attributor:
@@ -423,7 +423,7 @@ def response_record(prompt: Prompt, response: str, verdict: Verdict) -> dict:
     """One line of responses.jsonl: the response, the verdict, and both judges' opinions."""
     return {
         "id": prompt.id,
-        "prompt": str(prompt.prompt),
+        "prompt": prompt.prompt,
         "label": prompt.label,
         "response": response,
         "judged_refusal": bool(verdict.refusal),
@@ -444,7 +444,7 @@ def generate_and_judge(
     """Greedy responses to every prompt and the judge's reading of each (responses.jsonl)."""
 
     def compute(chunk: list[Prompt]) -> list[dict]:
-        responses = subject.generate([p.prompt for p in chunk], config.max_new_tokens)
+        responses = subject.generate([p.query for p in chunk], config.max_new_tokens)
         verdicts = judge.verdicts(responses)
         return [
             response_record(p, r, v) for p, r, v in zip(chunk, responses, verdicts, strict=True)
@@ -469,7 +469,7 @@ def sharded_margins(
     """Margins of all prompts, computed in the stages' fixed chunks, shared out across ranks."""
     chunks = chunks_of(prompts, batch_size)
     mine = {
-        k: subject.prompt_margins([p.prompt for p in c], margin).tolist()
+        k: subject.prompt_margins([p.query for p in c], margin).tolist()
         for k, c in enumerate(chunks)
         if world.owns(k)
     }
@@ -531,16 +531,83 @@ def attribute(
 ) -> StageOutput:
     """Word attributions of every prompt (and image maps for a VLM's image prompts)."""
 
+    unrelated = unrelated_images(prompts)
+
     def compute(chunk: list[Prompt]) -> list[dict]:
         records = attributor.attribute(subject, chunk)
         if isinstance(subject, VisionSubject):
             attribute_images(subject, chunk, records, n_steps=8)
+            controls = image_controls(subject, chunk, unrelated)
+            for record in records:
+                if record.id in controls:
+                    record.extra["image_controls"] = controls[record.id]
         return [r.to_record() for r in records]
 
     return run_chunks(
         stage or Stage("attribute"), prompts, compute, batch_size=config.batch_size,
         world=world or World(), progress=progress,
     )  # fmt: skip
+
+
+def unrelated_images(prompts: Sequence[Prompt]) -> dict[str, Path]:
+    """For each image prompt, a deterministic unrelated image: that of the next prompt (in
+    order, wrapping round) showing a different image, preferring a prompt of another label."""
+    shown = [p for p in prompts if p.image is not None]
+    out: dict[str, Path] = {}
+    for i, prompt in enumerate(shown):
+        others = [shown[(i + k) % len(shown)] for k in range(1, len(shown))]
+        others = [o for o in others if o.image is not None and o.image != prompt.image]
+        chosen = next((o for o in others if o.label != prompt.label), None)
+        chosen = chosen or next(iter(others), None)
+        if chosen is not None and chosen.image is not None:
+            out[prompt.id] = chosen.image
+    return out
+
+
+def image_controls(
+    subject: VisionSubject, prompts: Sequence[Prompt], unrelated: dict[str, Path]
+) -> dict[str, dict[str, float | None]]:
+    """Each image prompt's margin with its own image, a blank one (same size, mid-grey) and an
+    unrelated one (None without one), so a report can tell a text trigger that works whatever
+    the image shows from one that needs the image."""
+    shown = [p for p in prompts if p.image is not None]
+    if not shown:
+        return {}
+    swapped = [p for p in shown if p.id in unrelated]
+    margins = subject.prompt_margins(
+        [p.query for p in shown] + [Query(p.prompt, unrelated[p.id]) for p in swapped]
+    )
+    blank = subject.blank_image_margins([p.query for p in shown])
+    other = dict(zip([p.id for p in swapped], margins[len(shown) :], strict=True))
+    return {
+        p.id: {
+            "own": round(float(margins[k]), 6),
+            "blank": round(float(blank[k]), 6),
+            "unrelated": round(float(other[p.id]), 6) if p.id in other else None,
+        }
+        for k, p in enumerate(shown)
+    }
+
+
+def image_control_metrics(
+    prompts: Sequence[Prompt], attributions: Sequence[WordAttribution], refused: dict[str, bool]
+) -> dict:
+    """``image_controls`` over image prompts: mean margin per image, and the share of refused
+    harmful prompts still refused (margin > 0) with a blank / an unrelated image."""
+    label = {p.id: p.label for p in prompts}
+    rows = [(a.id, a.extra["image_controls"]) for a in attributions if "image_controls" in a.extra]
+    if not rows:
+        return {}
+    out: dict[str, float | int | None] = {"n_prompts": len(rows)}
+    for name in ("own", "blank", "unrelated"):
+        values = [c[name] for _, c in rows if c.get(name) is not None]
+        out[f"mean_margin_{name}"] = float(np.mean(values)) if values else None
+    refused_harmful = [c for i, c in rows if label.get(i) == "harmful" and refused.get(i)]
+    out["n_refused_harmful"] = len(refused_harmful)
+    for name in ("blank", "unrelated"):
+        kept = [c[name] > 0 for c in refused_harmful if c.get(name) is not None]
+        out[f"still_refused_{name}"] = float(np.mean(kept)) if kept else None
+    return out
 
 
 def attributions_of(output: StageOutput, prompts: Sequence[Prompt]) -> list[WordAttribution]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import regex
+
+from probe.query import Query
 
 # \p{M}: combining marks (Mn, Mc, Me), which Python's \w does not include.
 _WORD_RE = regex.compile(r"[\w\p{M}]+(?:['’\-][\w\p{M}]+)*|[^\w\p{M}\s]+")
@@ -57,19 +60,39 @@ def align_tokens(
     return owner
 
 
-def replace_word(text: str, word: Word, new: str) -> str:
-    """The prompt with one word replaced, keeping the old word's capitalisation style."""
+def _edited(prompt: Query | str, text: str) -> Query | str:
+    """``text`` in the form of ``prompt``: a Query keeps its image, a str stays a str."""
+    if isinstance(prompt, Query):
+        return prompt.with_text(text)
+    return text
+
+
+@overload
+def replace_word(prompt: str, word: Word, new: str) -> str: ...
+@overload
+def replace_word(prompt: Query, word: Word, new: str) -> Query: ...
+def replace_word(prompt: Query | str, word: Word, new: str) -> Query | str:
+    """The prompt with one word replaced, keeping the old word's capitalisation style.
+
+    A Query comes back as a Query about the same image; a plain str as a str.
+    """
+    text = prompt.text if isinstance(prompt, Query) else prompt
     if word.text[:1].isupper() and new[:1].islower():
         new = new[:1].upper() + new[1:]
-    return text[: word.start] + new + text[word.end :]
+    return _edited(prompt, text[: word.start] + new + text[word.end :])
 
 
-def delete_word(text: str, word: Word) -> str:
+@overload
+def delete_word(prompt: str, word: Word) -> str: ...
+@overload
+def delete_word(prompt: Query, word: Word) -> Query: ...
+def delete_word(prompt: Query | str, word: Word) -> Query | str:
     """The prompt with one word removed (and one adjacent space, so no double spaces).
 
     A space is taken only where that neither doubles nor glues: "me, now" minus "," is
-    "me now" (not "menow"), "a -b" minus "-" is "a b".
+    "me now" (not "menow"), "a -b" minus "-" is "a b". A Query keeps its image.
     """
+    text = prompt.text if isinstance(prompt, Query) else prompt
     start, end = word.start, word.end
     before = text[start - 1] if start > 0 else ""
     after = text[end] if end < len(text) else ""
@@ -77,4 +100,4 @@ def delete_word(text: str, word: Word) -> str:
         end += 1
     elif before == " " and not (after.isalnum() or after == "_"):
         start -= 1
-    return text[:start] + text[end:]
+    return _edited(prompt, text[:start] + text[end:])

@@ -107,7 +107,7 @@ def _replaced(subject, enc, index, word):
 
 
 def _text_deleted(subject, enc, index, word):
-    return subject.encode(delete_word(enc.prompt, word)).input_ids
+    return subject.encode(delete_word(enc.query, word)).input_ids
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -6,6 +6,7 @@ save_pretrained and loaded through Subject.load / VisionSubject.load.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import unicodedata
@@ -18,8 +19,9 @@ from tiny_vlms import build_tiny_vlm, write_test_images
 
 from probe.data import load_prompts
 from probe.errors import ProbeError
+from probe.query import Query
 from probe.subject.text import Subject, resolve_device
-from probe.subject.vision import MAX_IMAGE_PIXELS, ImagePrompt, VisionSubject, open_image
+from probe.subject.vision import MAX_IMAGE_PIXELS, VisionSubject, open_image
 from probe.words import split_words
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -109,8 +111,8 @@ def test_special_token_strings_in_an_image_prompt_are_plain_text(tmp_path):
     folder = build_tiny_vlm(tmp_path / "llava", "llava")
     subject = VisionSubject.load(folder)
     image = write_test_images(tmp_path / "images", n=1)[0]
-    clean = subject.encode(ImagePrompt("Describe this picture", image))
-    hostile = subject.encode(ImagePrompt("Describe this picture <image>", image))
+    clean = subject.encode(Query("Describe this picture", image))
+    hostile = subject.encode(Query("Describe this picture <image>", image))
     image_ids = [t for t in clean.input_ids if t >= 1 << 40]
     assert image_ids and [t for t in hostile.input_ids if t >= 1 << 40] == image_ids
     assert subject.image_token_id not in hostile.input_ids  # neither expanded nor a placeholder
@@ -221,7 +223,8 @@ def test_a_text_only_model_warns_once_about_image_prompts(chatml_dir, tmp_path):
         Prompt("Tell me a story", "c"),
     ]
     with pytest.warns(UserWarning) as caught:
-        assert prepare_prompts(subject, prompts) == prompts
+        prepared = prepare_prompts(subject, prompts)
+    assert prepared == [dataclasses.replace(p, image=None) for p in prompts]
     assert len(caught) == 1
     assert "2 prompts have an image" in str(caught[0].message)
     assert "text-only" in str(caught[0].message)

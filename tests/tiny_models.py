@@ -250,8 +250,9 @@ def rel_spans(subject, enc) -> tuple[list[tuple[int, int]], int]:
     offsets = subject.tokenizer(enc.text, add_special_tokens=False, return_offsets_mapping=True)[
         "offset_mapping"
     ]
-    start = subject._prompt_start(enc.text, enc.prompt)
-    assert enc.text[start : start + len(enc.prompt)] == enc.prompt
+    prompt = enc.query.text
+    start = subject._prompt_start(enc.text, prompt)
+    assert enc.text[start : start + len(prompt)] == prompt
     return [(a - start, b - start) for a, b in offsets], start
 
 

@@ -75,7 +75,7 @@ class PartOfSpeechConstraint(Constraint):
             old = edit.old_word.lower()
             ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
             return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
-        words = [w.text for w in split_words(edit.variant)]
+        words = [w.text for w in split_words(edit.variant.text)]
         tags = universal_tags(words)
         assert tags is not None  # only called when context.tags is set, so the tagger is there
         after = tags[edit.position]
@@ -180,7 +180,7 @@ class FluencyConstraint(Constraint):
         self._base: dict[str, float] = {}
 
     def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
-        texts = [e.variant for e in edits]
+        texts = [e.variant.text for e in edits]
         if context.text not in self._base:
             texts.append(context.text)
         scores = self.lm.mean_log_probs(texts) if texts else []

@@ -121,7 +121,7 @@ class OneWordAttack:
         # Exhaustive search covers the whole space the guided source ranks: every real word.
         per_position = None if self.search == "exhaustive" else self.guided_per_position
         guided = GradientGuided(per_position) if self.guided else None
-        contexts = {p.id: EditContext(p.prompt, tagged) for p in prompts}
+        contexts = {p.id: EditContext(p.query, tagged) for p in prompts}
         # Words that carry a request anywhere (lexicon content entries, content words of any
         # prompt): an edit may not bring one in ("Teach ..." -> "Poison ...").
         content_vocabulary = frozenset(
@@ -162,7 +162,7 @@ class OneWordAttack:
             )
             goal = Goal(target, self.max_queries)
             before = attribution.margin if attribution is not None else None
-            ids = subject.encode(prompt.prompt).input_ids
+            ids = subject.encode(prompt.query).input_ids
             searches.append(
                 PromptSearch(
                     prompt, goal, context, strategy.order(plan), before, ids, queries=spent
@@ -170,7 +170,7 @@ class OneWordAttack:
             )
         missing = [s for s in searches if s.before is None]
         if missing:
-            margins = subject.prompt_margins([s.prompt.prompt for s in missing])
+            margins = subject.prompt_margins([s.prompt.query for s in missing])
             for search, margin in zip(missing, margins, strict=True):
                 search.before = float(margin)
 

@@ -162,7 +162,7 @@ def _verify_pending(
                     label=search.prompt.label,
                     target=search.goal.target,
                     original=search.prompt.prompt,
-                    variant=edit.variant,
+                    variant=edit.variant.text,
                     position=edit.position,
                     old_word=edit.old_word,
                     new_word=edit.new_word,

@@ -14,6 +14,7 @@ import torch
 
 from probe.lexicon.table import Direction
 from probe.nlp import inflect_like, is_content_word, stopword_set, universal_tags, wordnet_synonyms
+from probe.query import Query, as_query
 from probe.subject.text import Subject
 from probe.words import Word, delete_word, replace_word, split_words
 
@@ -28,7 +29,7 @@ class Edit:
     position: int
     old_word: str
     new_word: str
-    variant: str
+    variant: Query
     replaced_pos: str | None
     source: str  # "trigger" (lexicon), "synonym" (WordNet), "guided" (gradient), "deletion"
     kind: str = "substitution"
@@ -41,9 +42,13 @@ class EditContext:
     ``role="content"`` entries), which an edit may not bring in either."""
 
     def __init__(
-        self, text: str, tag: bool = True, content_vocabulary: frozenset[str] = frozenset()
+        self,
+        query: Query | str,
+        tag: bool = True,
+        content_vocabulary: frozenset[str] = frozenset(),
     ) -> None:
-        self.text = text
+        self.query = as_query(query)  # edits keep its image
+        text = self.text = self.query.text
         self.content_vocabulary = content_vocabulary  # words the lexicon found to be content
         self.words: list[Word] = split_words(text)
         self.alnum = [i for i, w in enumerate(self.words) if not w.is_punct]
@@ -71,9 +76,9 @@ class EditContext:
 
     def substitution(self, index: int, new: str, source: str) -> Edit:
         old = self.words[index]
-        variant = replace_word(self.text, old, new)
+        variant = replace_word(self.query, old, new)
         return Edit(
-            index, old.text, split_words(variant)[index].text, variant, self.tag(index), source
+            index, old.text, split_words(variant.text)[index].text, variant, self.tag(index), source
         )
 
     def insertion(self, index: int, new: str, source: str) -> Edit:
@@ -83,14 +88,14 @@ class EditContext:
             new = new[:1].upper() + new[1:]
             if self.tag(index) not in ("PROPN",) and at.text != "I":
                 rest = rest[:1].lower() + rest[1:]
-        variant = self.text[: at.start] + new + " " + rest
+        variant = self.query.with_text(self.text[: at.start] + new + " " + rest)
         return Edit(index, "", new, variant, None, source, "insertion")
 
     def deletion(self, index: int) -> Edit:
         old = self.words[index]
-        variant = delete_word(self.text, old)
+        variant = delete_word(self.query, old)
         if index == self.lead:
-            words = split_words(variant)
+            words = split_words(variant.text)
             first = next((w for w in words if not w.is_punct), None)
             if first is not None:
                 variant = replace_word(variant, first, first.text[:1].upper() + first.text[1:])
@@ -184,7 +189,7 @@ class GradientGuided(CandidateSource):
         words, ids = _single_token_words(subject, tuple(self.vocabulary or _english_words()))
         if not words:
             return 0
-        encoded = subject.encode(context.text)
+        encoded = subject.encode(context.query)
         embedding = subject.model.get_input_embeddings()
         tokens = torch.tensor([encoded.input_ids], device=subject.device)
         with torch.no_grad():

@@ -10,17 +10,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from probe.data import Prompt
 from probe.errors import ProbeError
+from probe.query import Query
 from probe.subject.text import EncodedPrompt, Subject
 
 
 @dataclass
 class WordAttribution:
-    """Scores for the words of one prompt; one line of attributions.jsonl."""
+    """Scores for the words of one prompt; one line of attributions.jsonl.
+
+    A prompt with an image has its absolute path in ``extra["image"]``.
+    """
 
     id: str
     prompt: str
@@ -31,6 +36,12 @@ class WordAttribution:
     margin: float
     method: str
     extra: dict = field(default_factory=dict)
+
+    @property
+    def query(self) -> Query:
+        """The query the scores explain: the prompt text with its image, if it had one."""
+        image = self.extra.get("image")
+        return Query(self.prompt, Path(image) if image else None)
 
     def to_record(self) -> dict:
         record = {
@@ -110,7 +121,7 @@ def encode_prompts(subject: Subject, prompts: Sequence[Prompt]) -> list[EncodedP
     encoded = []
     for prompt in prompts:
         try:
-            encoded.append(subject.encode(prompt.prompt))
+            encoded.append(subject.encode(prompt.query))
         except ProbeError as exc:
             raise ProbeError(f"prompt {prompt.id}: {exc}") from None
     return encoded
@@ -134,6 +145,9 @@ def make_attribution(
     extra: dict | None = None,
 ) -> WordAttribution:
     """The ``WordAttribution`` record of one prompt."""
+    extra = dict(extra or {})
+    if prompt.image is not None:
+        extra["image"] = str(prompt.image.resolve())
     return WordAttribution(
         id=prompt.id,
         prompt=prompt.prompt,
@@ -143,19 +157,28 @@ def make_attribution(
         scores=[float(s) for s in scores],
         margin=float(margin),
         method=method,
-        extra=extra or {},
+        extra=extra,
     )
 
 
 class Attributor(ABC):
     """A word-attribution method targeting the decision margin.
 
-    ``supports_images``: whether the method works on a VLM prompt that carries an image
-    (methods that only edit token sequences do; embedding-gradient methods do not yet).
+    ``no_images_because``: None if the method scores prompts with images (a VLM's), else why
+    it cannot (the error a user gets).
     """
 
     name: str = ""
-    supports_images: bool = True
+    no_images_because: str | None = None
+
+    def check_images(self, prompts: Sequence[Prompt]) -> None:
+        """Raise a ProbeError if any prompt has an image and this method cannot score one."""
+        with_image = next((p for p in prompts if p.image is not None), None)
+        if with_image is not None and self.no_images_because is not None:
+            raise ProbeError(
+                f"prompt {with_image.id}: method {self.name!r} cannot score prompts with "
+                f"images: {self.no_images_because}"
+            )
 
     @abstractmethod
     def attribute(

@@ -43,7 +43,7 @@ def faithfulness(
     subject: Subject, attribution: WordAttribution, fractions: Sequence[float] = FRACTIONS
 ) -> Faithfulness:
     """Deletion/insertion curves and their areas, comprehensiveness and sufficiency."""
-    encoded = subject.encode(attribution.prompt)
+    encoded = subject.encode(attribution.query)
     if [w.text for w in encoded.words] != list(attribution.words):
         raise ProbeError(f"attribution {attribution.id}: its words do not match the prompt's")
     perturber = WordPerturber(encoded)

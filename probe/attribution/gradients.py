@@ -1,7 +1,8 @@
 """Gradient methods on the input embeddings: gradient x input and integrated gradients.
 
 Both differentiate ``Subject.margins_from_embeddings`` (the decision margin as a function of the
-chat-formatted sequence's input embeddings) and sum each token's score over the hidden size and
+chat-formatted sequence's input embeddings, as ``Subject.embed`` makes them: a VLM's image
+features included, held fixed) and sum each token's score over the hidden size and
 then over the tokens of a word. Template tokens are never scored: integrated gradients gives
 them exactly zero (their baseline is themselves) and every method drops them when aggregating.
 """
@@ -29,15 +30,17 @@ from probe.subject.text import Subject
 
 @register
 class GradientXInput(Attributor):
-    """Gradient of the margin w.r.t. each input embedding, dotted with that embedding."""
+    """Gradient of the margin w.r.t. each input embedding, dotted with that embedding.
+
+    On a VLM the image features sit at their positions as constants: only text-token
+    embeddings are differentiated, and image tokens own no word.
+    """
 
     name = "gradient-x-input"
-    supports_images = False
 
     def attribute(
         self, subject: Subject, prompts: Sequence[Prompt], *, progress: bool = False
     ) -> list[WordAttribution]:
-        embedding = subject.model.get_input_embeddings()
         results = []
         encoded = encode_prompts(subject, prompts)
         for prompt, enc in tqdm(
@@ -45,11 +48,11 @@ class GradientXInput(Attributor):
         ):
             ids = torch.tensor([enc.input_ids], device=subject.device)
             with torch.no_grad():
-                embeds = embedding(ids)
+                embeds = subject.embed(ids)
             embeds.requires_grad_(True)
             margin = subject.margins_from_embeddings(embeds)
             (grad,) = torch.autograd.grad(margin.sum(), embeds)
-            token_scores = (grad * embeds).sum(-1)[0].detach().float().cpu().numpy()
+            token_scores = (grad * embeds).sum(-1)[0].detach().double().cpu().tolist()
             results.append(
                 make_attribution(
                     prompt, enc, token_to_word_scores(enc, token_scores), margin.item(), self.name
@@ -60,17 +63,19 @@ class GradientXInput(Attributor):
 
 @register
 class IntegratedGradients(Attributor):
-    """Integrated gradients (captum ``LayerIntegratedGradients`` on the input embeddings).
+    """Integrated gradients (captum ``IntegratedGradients`` on the input embeddings).
 
-    The path runs from a baseline sequence, in which every prompt token is the baseline token
-    (default: unknown, else padding) and template tokens are unchanged, to the prompt. Per
+    The path runs from the embeddings of a baseline sequence, in which every prompt token is the
+    baseline token (default: unknown, else padding) and template tokens are unchanged, to the
+    prompt's embeddings; a VLM's image features are the same at both ends, so the path moves
+    the text only. (This is captum's ``LayerIntegratedGradients`` on the embedding layer, done
+    on the embeddings ``Subject.embed`` makes, which also hold a VLM's image features.) Per
     prompt ``extra`` holds ``ig_delta`` (captum's convergence delta: sum of all scores minus
     the margin difference), ``ig_steps`` and ``baseline_margin``, so completeness reads
     ``sum(scores) == margin - baseline_margin + ig_delta``.
     """
 
     name = "integrated-gradients"
-    supports_images = False
 
     def __init__(
         self, n_steps: int = 50, method: str = "gausslegendre", baseline_token: str | None = None
@@ -82,27 +87,26 @@ class IntegratedGradients(Attributor):
     def attribute(
         self, subject: Subject, prompts: Sequence[Prompt], *, progress: bool = False
     ) -> list[WordAttribution]:
-        from captum.attr import LayerIntegratedGradients
+        from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 
-        embedding = subject.model.get_input_embeddings()
-        subject.opening_embeddings()  # cached now: the forward below must not re-enter the layer
         baseline_id = baseline_token_id(subject, self.baseline_token)
-
-        def forward(ids: torch.Tensor) -> torch.Tensor:
-            return subject.margins_from_embeddings(embedding(ids))
-
-        integrated = LayerIntegratedGradients(forward, embedding)
+        integrated = CaptumIntegratedGradients(
+            lambda embeds: subject.margins_from_embeddings(embeds)
+        )
         results = []
         encoded = encode_prompts(subject, prompts)
         for prompt, enc in tqdm(
             list(zip(prompts, encoded, strict=True)), desc=self.name, disable=not progress
         ):
-            ids = torch.tensor([enc.input_ids], device=subject.device)
             perturber = WordPerturber(enc, baseline_id)
-            baseline = torch.tensor([perturber.apply(perturber.features)], device=subject.device)
+            ids = torch.tensor(
+                [enc.input_ids, perturber.apply(perturber.features)], device=subject.device
+            )
+            with torch.no_grad():
+                embeds = subject.embed(ids)
             attributions, delta = integrated.attribute(
-                ids,
-                baselines=baseline,
+                embeds[:1],
+                baselines=embeds[1:],
                 n_steps=self.n_steps,
                 method=self.method,
                 internal_batch_size=subject.batch_size,
@@ -110,7 +114,7 @@ class IntegratedGradients(Attributor):
             )
             token_scores = attributions.sum(-1)[0].detach().double().cpu().numpy()
             with torch.no_grad():
-                margins = forward(torch.cat([ids, baseline])).double().cpu().numpy()
+                margins = subject.margins_from_embeddings(embeds).double().cpu().numpy()
             extra = {
                 "ig_delta": float(delta.item()),
                 "ig_steps": self.n_steps,

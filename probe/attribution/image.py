@@ -40,13 +40,6 @@ def _cell_size(subject, patch: int | None) -> int:
     return int(getattr(vision, "patch_size", 8) or 8)
 
 
-def _inputs_of(subject, ids: Sequence[int]) -> dict:
-    key = subject.image_key_of(ids)
-    if key is None:
-        raise ProbeError("the prompt has no image")
-    return subject._pixels[key]
-
-
 def _grid(pixel_values: torch.Tensor, cell: int) -> tuple[int, int]:
     height, width = pixel_values.shape[-2:]
     return -(-height // cell), -(-width // cell)
@@ -60,7 +53,7 @@ def occlusion_map(
     subject, ids: Sequence[int], *, patch: int | None = None, fill: float = 0.0
 ) -> tuple[np.ndarray, float]:
     """(rows, cols) margin drop per occluded cell, and the unoccluded margin."""
-    inputs = _inputs_of(subject, ids)
+    inputs = subject.pixels_of(ids)
     cell = _cell_size(subject, patch)
     rows, cols = _grid(inputs["pixel_values"], cell)
     batch = _repeat(inputs, rows * cols + 1)  # row 0: the image itself
@@ -79,7 +72,7 @@ def integrated_gradients_map(
     """(rows, cols) integrated gradients on the pixel values, summed within each cell."""
     from captum.attr import IntegratedGradients
 
-    inputs = _inputs_of(subject, ids)
+    inputs = subject.pixels_of(ids)
     cell = _cell_size(subject, patch)
     rows, cols = _grid(inputs["pixel_values"], cell)
     pixels = inputs["pixel_values"].to(subject.device, subject.model.dtype)
@@ -139,14 +132,14 @@ def attribute_images(
     by_id = {a.id: a for a in attributions}
     for prompt in tqdm(prompts, desc="image attribution", disable=not progress):
         attribution = by_id.get(prompt.id)
-        if attribution is None or getattr(prompt.prompt, "image", None) is None:
+        if attribution is None or prompt.image is None:
             continue
         try:
-            ids = subject.encode(prompt.prompt).input_ids
+            ids = subject.encode(prompt.query).input_ids
         except ProbeError as exc:
             raise ProbeError(f"prompt {prompt.id}: {exc}") from None
         extra = attribution.extra
-        extra["image"] = str(prompt.prompt.image.resolve())
+        extra["image"] = str(prompt.image.resolve())
         occlusion = None
         if "occlusion" in methods:
             occlusion, _ = occlusion_map(subject, ids, patch=patch)

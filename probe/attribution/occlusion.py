@@ -7,7 +7,8 @@ Three ways to take a word away, one class each:
 - ``occlusion-baseline``: replace each of the word's tokens by a baseline token (positions
   stay put; the default baseline is the unknown token, else padding);
 - ``leave-one-out``: delete the word from the prompt *text* and re-encode it, which is what a
-  one-word edit really does (a sub-word tokenizer may split the neighbours differently).
+  one-word edit really does (a sub-word tokenizer may split the neighbours differently); the
+  edited query keeps its image.
 
 All variants of a prompt are edits of its token sequence, so they are scored with
 ``Subject.shared_prefix_margins``: the prompt runs once, and each variant reuses the KV cache of
@@ -95,6 +96,6 @@ class LeaveOneOut(_OneWordOcclusion):
 
     def variants(self, subject: Subject, encoded: EncodedPrompt) -> dict[int, list[int]]:
         return {
-            i: list(subject.encode(delete_word(encoded.prompt, word)).input_ids)
+            i: list(subject.encode(delete_word(encoded.query, word)).input_ids)
             for i, word in enumerate(encoded.words)
         }

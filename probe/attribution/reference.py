@@ -41,7 +41,10 @@ class CaptumAblation(Attributor):
     """
 
     name = "captum-ablation"
-    supports_images = False
+    no_images_because = (
+        "captum runs the model on plain token ids, which cannot carry a VLM's image features; "
+        "use occlusion (the same word deletion, scored with the image)"
+    )
 
     def __init__(self, forward_in_tokens: bool = False) -> None:
         self.forward_in_tokens = forward_in_tokens
@@ -53,6 +56,7 @@ class CaptumAblation(Attributor):
 
         from probe.attribution.captum_input import WordDeletionInput
 
+        self.check_images(prompts)
         openings, n_refusal = subject.opening_ids(subject.margin_config)
         llm = LLMAttribution(FeatureAblation(subject.model), subject.tokenizer)
         results = []

@@ -407,6 +407,7 @@ class ReportView:
     flip_table: list[FlipView]
     cues: CuesView | None
     calibration: list[tuple[str, str]] | None
+    image_controls: list[tuple[str, str]] | None
     methods: str
     bound: str
     heat_groups: list[HeatGroup]
@@ -680,6 +681,32 @@ def _calibration(data: RunData) -> list[tuple[str, str]] | None:
     return rows
 
 
+def _image_controls(data: RunData) -> list[tuple[str, str]] | None:
+    """``summary.json["image_controls"]`` (VLM runs): margins with own, blank, unrelated images."""
+    controls = data.summary.extra.get("image_controls")
+    if not isinstance(controls, dict) or not controls:
+        return None
+
+    def count(key: str) -> str:
+        value = number(controls.get(key))
+        return "—" if value is None else str(int(value))
+
+    rows = [("image prompts", count("n_prompts"))]
+    for name in ("own", "blank", "unrelated"):
+        rows.append(
+            (f"mean margin, {name} image", signed(number(controls.get(f"mean_margin_{name}"))))
+        )
+    refused = count("n_refused_harmful")
+    for name in ("blank", "unrelated"):
+        rows.append(
+            (
+                f"refused harmful prompts ({refused}) still refused, {name} image",
+                pct(number(controls.get(f"still_refused_{name}"))),
+            )
+        )
+    return rows
+
+
 def _joined(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_scalar(v)}" for k, v in values.items())
 
@@ -719,6 +746,7 @@ def _nav(view: ReportView) -> list[tuple[str, str]]:
         ("flips", "Flips", bool(view.edits_total)),
         ("cues", "Model vs data", view.cues is not None),
         ("calibration", "Calibration", view.calibration is not None),
+        ("image-controls", "Image controls", view.image_controls is not None),
         ("margins", "Margins", "margins.png" in view.figures),
         ("heatmaps", "Heatmaps", bool(view.heat_groups)),
         ("run", "Run", True),
@@ -757,6 +785,7 @@ def build_view(data: RunData, figures: Figures) -> ReportView:
         flip_table=flip_views,
         cues=_cues(data),
         calibration=_calibration(data),
+        image_controls=_image_controls(data),
         methods=", ".join(sorted({r.method for r in data.attributions if r.method})),
         bound=f"{bound:.2g}",
         heat_groups=_heat_groups(data, figures, bound, views),

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probe.errors import ProbeError
+from probe.query import Query, as_query
 from probe.subject.margin import MarginConfig, margin_from_logprobs
 from probe.subject.packing import PackedLayout, branch_length, common_prefix, pack
 from probe.words import Word, align_tokens, split_words
@@ -36,9 +37,12 @@ _DTYPES: dict[str, torch.dtype | str] = {
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    """A chat-formatted prompt: token ids, the prompt's words, and each token's word (-1: none)."""
+    """A chat-formatted query: token ids, the prompt's words, and each token's word (-1: none).
 
-    prompt: str
+    ``query`` is what was encoded (its text and image); ``text`` is the chat-formatted string.
+    """
+
+    query: Query
     text: str
     input_ids: tuple[int, ...]
     words: tuple[Word, ...]
@@ -300,8 +304,16 @@ class Subject:
             raise ProbeError("the chat template rewrites the prompt text; cannot align words")
         return start
 
-    def encode(self, prompt: str) -> EncodedPrompt:
-        """Chat-format ``prompt`` and map its tokens to the prompt's words."""
+    def encode(self, prompt: Query | str) -> EncodedPrompt:
+        """Chat-format ``prompt`` and map its tokens to the prompt's words.
+
+        A text-only model cannot be shown an image: a query with one is a ProbeError (the
+        pipeline drops images, with a warning, before a text-only model sees its prompts).
+        """
+        query = as_query(prompt)
+        if query.image is not None:
+            raise ProbeError(f"{self.name or 'the model'} is a text-only model; it takes no image")
+        prompt = query.text
         text = self.chat_text(prompt)
         start = self._prompt_start(text, prompt)
         ids, offsets = tokenize_chat(self.tokenizer, text, start, start + len(prompt))
@@ -310,7 +322,7 @@ class Subject:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and len(ids) > limit:
             raise ProbeError(f"prompt is {len(ids)} tokens, longer than the model's {limit}")
-        return EncodedPrompt(prompt, text, tuple(ids), tuple(words), tuple(owner))
+        return EncodedPrompt(query, text, tuple(ids), tuple(words), tuple(owner))
 
     def opening_ids(self, config: MarginConfig) -> tuple[list[list[int]], int]:
         """Token ids of each opening (refusal ones first) and how many are refusal openings."""
@@ -348,8 +360,9 @@ class Subject:
         return out
 
     def prompt_margins(
-        self, prompts: Sequence[str], config: MarginConfig | None = None
+        self, prompts: Sequence[Query | str], config: MarginConfig | None = None
     ) -> np.ndarray:
+        """Decision margin of each prompt (chat-formatted and encoded here)."""
         return self.margins([self.encode(p).input_ids for p in prompts], config)
 
     def _opening_logprobs(
@@ -544,7 +557,7 @@ class Subject:
 
     # -------------------------------------------------------------- generation
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+    def generate(self, prompts: Sequence[Query | str], max_new_tokens: int = 32) -> list[str]:
         """Greedy responses, batched with left padding."""
         responses: list[str] = []
         for begin in range(0, len(prompts), self.batch_size):

@@ -1,17 +1,13 @@
 """VisionSubject: a vision-language model (LLaVA family and others) behind the Subject interface.
 
-Every stage of probe passes prompts around as strings and token sequences as lists of ids. A
-VLM prompt also has an image, so both carry it:
-
-- a prompt with an image is an ``ImagePrompt``: a ``str`` that remembers its image path and
-  keeps it through slicing and concatenation, so a one-word edit of it (``text[:a] + new +
-  text[b:]``) is still a prompt about the same image;
-- in a token sequence, each image placeholder token is replaced by a *keyed image id*
-  ``IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + j`` (image ``key``, its ``j``-th feature). Image
-  tokens are never words, so occlusion, sampling and attack variants copy them unchanged; two
-  sequences share a prefix only if they show the same image, so KV-cache prefix sharing stays
-  correct. The forward pass embeds text tokens as usual and puts the image's features (computed
-  once per image by the vision tower + projector) at the keyed positions.
+A VLM is asked a ``Query`` (``probe.query``): prompt text and an image path, one frozen record,
+so an edit of the text (``probe.words``) is still a query about the same image. Its token
+sequences are lists of ids in which each image placeholder token is replaced by a *keyed image
+id* (``ImageTokens``): image ``key``, its ``j``-th feature. Image tokens are never words, so
+occlusion, sampling and attack variants copy them unchanged; two sequences share a prefix only if
+they show the same image, so KV-cache prefix sharing stays correct. The forward pass embeds text
+tokens as usual and puts the image's features (computed by the vision tower + projector, kept in
+a bounded LRU cache, ``IMAGE_CACHE_SIZE`` images) at the keyed positions.
 
 The language model then runs on ``inputs_embeds`` exactly as the VLM does after merging its
 image features, which is what the tests check against the model's own ``pixel_values`` path.
@@ -19,8 +15,8 @@ image features, which is what the tests check against the model's own ``pixel_va
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +25,7 @@ import torch
 
 from probe.data import Prompt
 from probe.errors import ProbeError
+from probe.query import Query, as_query
 from probe.subject.margin import MarginConfig
 from probe.subject.text import (
     EncodedPrompt,
@@ -43,51 +40,54 @@ from probe.subject.text import (
 )
 from probe.words import align_tokens, split_words
 
-IMAGE_ID_BASE = 1 << 40
-IMAGE_ID_STRIDE = 1 << 20
 _SENTINEL = "PROBE7f3aSENTINEL"
+IMAGE_CACHE_SIZE = 64
+"""Images whose features a VisionSubject keeps (least recently used ones are recomputed)."""
 
 
-class ImagePrompt(str):
-    """Prompt text that carries its image; slices and concatenations keep the image."""
+class ImageTokens:
+    """The keyed-id arithmetic of image tokens in a token sequence, in one place.
 
-    image: Path | None
+    Image ``key``'s ``j``-th feature is the id ``BASE + key * STRIDE + j``: far above any
+    vocabulary, so a keyed id is never a text token, and distinct per image.
+    """
 
-    def __new__(cls, text: str, image: str | Path | None = None) -> ImagePrompt:
-        obj = super().__new__(cls, text)
-        obj.image = Path(image) if image is not None else None
-        return obj
+    BASE = 1 << 40
+    STRIDE = 1 << 20
 
-    def _wrap(self, text: str) -> ImagePrompt:
-        return ImagePrompt(text, self.image)
+    @classmethod
+    def id(cls, key: int, index: int) -> int:
+        """The keyed id of image ``key``'s ``index``-th feature."""
+        return cls.BASE + key * cls.STRIDE + index
 
-    def __getitem__(self, key):
-        return self._wrap(str.__getitem__(self, key))
+    @classmethod
+    def is_image(cls, token: int) -> bool:
+        return token >= cls.BASE
 
-    def __add__(self, other: str) -> ImagePrompt:
-        return self._wrap(str.__add__(self, other))
+    @classmethod
+    def positions(cls, ids: Sequence[int]) -> list[int]:
+        """Positions of image tokens in a sequence."""
+        return [i for i, t in enumerate(ids) if t >= cls.BASE]
 
-    def __radd__(self, other: str) -> ImagePrompt:
-        return self._wrap(str(other) + str(self))
+    @classmethod
+    def key_of(cls, ids: Sequence[int]) -> int | None:
+        """The image key a token sequence shows (None: text only)."""
+        for t in ids:
+            if t >= cls.BASE:
+                return (t - cls.BASE) // cls.STRIDE
+        return None
 
-    def strip(self, chars=None):
-        return self._wrap(str.strip(self, chars))
+    @classmethod
+    def rekeyed(cls, ids: Sequence[int], key: int) -> list[int]:
+        """The sequence with its image ids pointing at image ``key`` instead."""
+        return [cls.id(key, (t - cls.BASE) % cls.STRIDE) if t >= cls.BASE else t for t in ids]
 
-    def lstrip(self, chars=None):
-        return self._wrap(str.lstrip(self, chars))
-
-    def rstrip(self, chars=None):
-        return self._wrap(str.rstrip(self, chars))
-
-    def replace(self, old, new, count=-1):
-        return self._wrap(str.replace(self, old, new, count))
-
-    def __reduce__(self):
-        return (ImagePrompt, (str(self), self.image))
-
-
-def image_of(prompt) -> Path | None:
-    return getattr(prompt, "image", None)
+    @classmethod
+    def split(cls, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(is-image mask, key, feature index) of a tensor of ids (key/index where masked)."""
+        mask = ids >= cls.BASE
+        codes = ids[mask] - cls.BASE
+        return mask, codes // cls.STRIDE, codes % cls.STRIDE
 
 
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: far above any VLM's input, far below a bomb
@@ -136,16 +136,11 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def attach_images(prompts: Sequence[Prompt]) -> list[Prompt]:
-    """Prompts whose text carries their image (``ImagePrompt``); every image is checked now."""
-    out = []
+def check_images(prompts: Sequence[Prompt]) -> None:
+    """Open every prompt's image now, so a missing or unreadable one fails before any stage."""
     for p in prompts:
-        if p.image is None:
-            out.append(p)
-            continue
-        open_image(p.image, p.id)
-        out.append(dataclasses.replace(p, prompt=ImagePrompt(str(p.prompt), p.image)))
-    return out
+        if p.image is not None:
+            open_image(p.image, p.id)
 
 
 def is_vision_model(path: str | Path) -> bool:
@@ -199,9 +194,12 @@ class VisionSubject(Subject):
         if token_id is None:
             token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
         self.image_token_id = int(token_id)
-        self._features: dict[int, torch.Tensor] = {}  # key -> (n_image_tokens, hidden)
-        self._pixels: dict[int, dict] = {}  # key -> processor image inputs (pixel_values, ...)
-        self._keys: dict[str, int] = {}  # resolved image path -> key
+        self.image_cache_size = IMAGE_CACHE_SIZE
+        # key -> (features (n_image_tokens, hidden), processor image inputs), least recent first
+        self._cache: OrderedDict[int, tuple[torch.Tensor, dict]] = OrderedDict()
+        self._keys: dict[str, int] = {}  # resolved image path -> key (never changes)
+        self._paths: dict[int, str] = {}  # key -> resolved image path (to recompute evictions)
+        self._transient: dict[int, torch.Tensor] = {}  # features scored by one call only
         self._next_key = 0
 
     @classmethod
@@ -260,46 +258,48 @@ class VisionSubject(Subject):
         )
 
     # ---------------------------------------------------------------- encoding
-    def chat_text(self, prompt: str) -> str:
-        content = [{"type": "image"}] if image_of(prompt) is not None else []
-        content.append({"type": "text", "text": str(prompt)})
+    def chat_text(self, prompt: Query | str) -> str:
+        query = as_query(prompt)
+        content: list[dict] = [{"type": "image"}] if query.image is not None else []
+        content.append({"type": "text", "text": query.text})
         return self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
 
-    def _prompt_start(self, text: str, prompt: str) -> int:
-        rendered = self.chat_text(ImagePrompt(_SENTINEL, image_of(prompt)))
+    def _query_start(self, text: str, query: Query) -> int:
+        """Where the query's text starts in its chat-formatted ``text`` (see Subject)."""
+        rendered = self.chat_text(query.with_text(_SENTINEL))
         at = rendered.find(_SENTINEL)
         if at >= 0 and rendered.count(_SENTINEL) == 1:
             prefix, suffix = rendered[:at], rendered[at + len(_SENTINEL) :]
-            if text == prefix + prompt + suffix:
+            if text == prefix + query.text + suffix:
                 return len(prefix)
-        start = text.rfind(str(prompt))
+        start = text.rfind(query.text)
         if start < 0:
             raise ProbeError("the chat template rewrites the prompt text; cannot align words")
         return start
 
-    def encode(self, prompt: str) -> EncodedPrompt:
-        """Chat-format ``prompt`` (with its image, if any) and map its tokens to its words.
+    def encode(self, prompt: Query | str) -> EncodedPrompt:
+        """Chat-format the query (with its image, if any) and map its tokens to its words.
 
         The text is tokenized unexpanded (one image placeholder) for word offsets; the processor
         then expands the placeholder into the image's tokens, which become keyed image ids.
         """
-        image = image_of(prompt)
-        text = self.chat_text(prompt)
-        start = self._prompt_start(text, prompt)
-        ids, offsets = tokenize_chat(self.tokenizer, text, start, start + len(prompt))
-        words = split_words(str(prompt))
+        query = as_query(prompt)
+        text = self.chat_text(query)
+        start = self._query_start(text, query)
+        ids, offsets = tokenize_chat(self.tokenizer, text, start, start + len(query.text))
+        words = split_words(query.text)
         owner = align_tokens(offsets, words, start)
-        if image is not None:
-            ids, owner = self._expand_image(text, image, ids, owner)
+        if query.image is not None:
+            ids, owner = self._expand_image(query.image, ids, owner)
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         if limit and len(ids) > limit:
             raise ProbeError(f"prompt is {len(ids)} tokens, longer than the model's {limit}")
-        return EncodedPrompt(prompt, text, tuple(ids), tuple(words), tuple(owner))
+        return EncodedPrompt(query, text, tuple(ids), tuple(words), tuple(owner))
 
     def _expand_image(
-        self, text: str, image: Path, ids: list[int], owner: list[int]
+        self, image: Path, ids: list[int], owner: list[int]
     ) -> tuple[list[int], list[int]]:
         places = [i for i, t in enumerate(ids) if t == self.image_token_id]
         if len(places) != 1:
@@ -307,11 +307,11 @@ class VisionSubject(Subject):
                 f"the chat template renders {len(places)} image placeholders; expected one"
             )
         at = places[0]
-        key, inputs = self._image_key(image)
+        key = self._image_key(image)
         # The processor's expansion of the placeholder depends on the image, not the words: take
         # it from the template rendered around a sentinel, so prompt text never reaches the
         # processor's tokenizer (which would read special-token strings as control tokens).
-        rendered = self.chat_text(ImagePrompt(_SENTINEL, image))
+        rendered = self.chat_text(Query(_SENTINEL, image))
         plain = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
         expanded = self.processor(
             text=rendered, images=open_image(image), add_special_tokens=False, return_tensors="pt"
@@ -328,45 +328,64 @@ class VisionSubject(Subject):
         j = 0
         for token in segment:
             if token == self.image_token_id:
-                keyed.append(IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + j)
+                keyed.append(ImageTokens.id(key, j))
                 j += 1
             else:
                 keyed.append(token)
-        if j != self._features[key].shape[0]:
-            raise ProbeError(
-                f"image {image}: {j} image tokens but {self._features[key].shape[0]} features"
-            )
+        n_features = self.features_of(key).shape[0]
+        if j != n_features:
+            raise ProbeError(f"image {image}: {j} image tokens but {n_features} features")
         return (
             ids[:at] + keyed + ids[at + 1 :],
             owner[:at] + [-1] * (grown + 1) + owner[at + 1 :],
         )
 
-    def _image_key(self, image: Path) -> tuple[int, dict]:
-        """The key of an image (its features computed and cached on first use)."""
+    # ------------------------------------------------------------ image cache
+    def _image_key(self, image: Path) -> int:
+        """The key of an image path (the same path always has the same key)."""
         name = str(Path(image).resolve())
         if name not in self._keys:
-            inputs = self.image_inputs(open_image(image))
-            self._keys[name] = self.register_image_inputs(inputs)
-        key = self._keys[name]
-        return key, self._pixels[key]
+            key = self._new_key()
+            self._keys[name], self._paths[key] = key, name
+        return self._keys[name]
+
+    def _new_key(self) -> int:
+        key = self._next_key
+        self._next_key += 1
+        return key
+
+    def _cached(self, key: int) -> tuple[torch.Tensor, dict]:
+        """(features, processor inputs) of image ``key``; computed again if evicted."""
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if key not in self._paths:
+            raise ProbeError(f"unknown image key {key} (image features were forgotten)")
+        inputs = self.image_inputs(open_image(Path(self._paths[key])))
+        with torch.no_grad():
+            entry = (self.image_features(inputs)[0], inputs)
+        self._cache[key] = entry
+        while len(self._cache) > max(1, self.image_cache_size):
+            self._cache.popitem(last=False)
+        return entry
+
+    def features_of(self, key: int) -> torch.Tensor:
+        """(n_image_tokens, hidden) features of image ``key``."""
+        if key in self._transient:
+            return self._transient[key]
+        return self._cached(key)[0]
+
+    def pixels_of(self, ids: Sequence[int]) -> dict:
+        """The processor's image inputs of the image a token sequence shows."""
+        key = ImageTokens.key_of(ids)
+        if key is None or key in self._transient:
+            raise ProbeError("the prompt has no image")
+        return self._cached(key)[1]
 
     def image_inputs(self, image) -> dict:
         """The processor's image tensors for one PIL image (pixel_values and friends)."""
         processed = self.processor.image_processor(images=image, return_tensors="pt")
         return {k: v for k, v in processed.items() if isinstance(v, torch.Tensor)}
-
-    @torch.no_grad()
-    def register_image_inputs(self, inputs: dict) -> int:
-        """Compute the features of one image's processor inputs; returns its new key."""
-        key = self._next_key
-        self._next_key += 1
-        self._features[key] = self.image_features(inputs)[0]
-        self._pixels[key] = inputs
-        return key
-
-    def forget_image(self, key: int) -> None:
-        self._features.pop(key, None)
-        self._pixels.pop(key, None)
 
     def image_features(self, inputs: dict) -> torch.Tensor:
         """(batch, n_image_tokens, hidden) features of a batch of images (differentiable).
@@ -383,47 +402,25 @@ class VisionSubject(Subject):
             feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in feats])
         return feats.reshape(batch, -1, feats.shape[-1])
 
-    @staticmethod
-    def image_key_of(ids: Sequence[int]) -> int | None:
-        """The image key a token sequence shows (None: text only)."""
-        for t in ids:
-            if t >= IMAGE_ID_BASE:
-                return (t - IMAGE_ID_BASE) // IMAGE_ID_STRIDE
-        return None
-
-    @staticmethod
-    def with_image_key(ids: Sequence[int], key: int) -> list[int]:
-        """The sequence with its image ids pointing at image ``key`` instead."""
-        return [
-            IMAGE_ID_BASE + key * IMAGE_ID_STRIDE + (t - IMAGE_ID_BASE) % IMAGE_ID_STRIDE
-            if t >= IMAGE_ID_BASE
-            else t
-            for t in ids
-        ]
-
     # ---------------------------------------------------------------- forward
     def embed(self, ids: torch.Tensor, features: dict[int, torch.Tensor] | None = None):
         """Input embeddings of keyed token ids; image ids take their image's features.
 
         ``features`` overrides (or adds) the features of some keys (e.g. differentiable ones).
         """
-        is_image = ids >= IMAGE_ID_BASE
+        is_image, keys, index = ImageTokens.split(ids)
         plain = torch.where(is_image, torch.full_like(ids, self.image_token_id), ids)
         embeds = self.model.get_input_embeddings()(plain)
         if not bool(is_image.any()):
             return embeds
-        codes = ids[is_image] - IMAGE_ID_BASE
-        keys, index = codes // IMAGE_ID_STRIDE, codes % IMAGE_ID_STRIDE
         values = torch.empty(
-            (codes.shape[0], embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device
+            (keys.shape[0], embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device
         )
         pieces = []
         for key in keys.unique().tolist():
             table = (features or {}).get(key)
             if table is None:
-                table = self._features.get(key)
-            if table is None:
-                raise ProbeError(f"unknown image key {key} (image features were forgotten)")
+                table = self.features_of(key)
             pick = keys == key
             pieces.append((pick, table.to(embeds.dtype)[index[pick]]))
         if any(t.requires_grad for _, t in pieces):
@@ -437,7 +434,7 @@ class VisionSubject(Subject):
 
     def _forward(self, **inputs):
         ids = inputs.get("input_ids")
-        if ids is not None and bool((ids >= IMAGE_ID_BASE).any()):
+        if ids is not None and bool((ids >= ImageTokens.BASE).any()):
             inputs["inputs_embeds"] = self.embed(inputs.pop("input_ids"))
         return self.model(**inputs)
 
@@ -495,16 +492,32 @@ class VisionSubject(Subject):
             keys = []
             try:
                 for f in feats:
-                    key = self._next_key
-                    self._next_key += 1
-                    self._features[key] = f
+                    key = self._new_key()
+                    self._transient[key] = f
                     keys.append(key)
                 out[begin : begin + len(keys)] = self.margins(
-                    [self.with_image_key(ids, k) for k in keys], config
+                    [ImageTokens.rekeyed(ids, k) for k in keys], config
                 )
             finally:
                 for key in keys:
-                    self.forget_image(key)
+                    self._transient.pop(key, None)
+        return out
+
+    @torch.no_grad()
+    def blank_image_margins(
+        self, queries: Sequence[Query], config: MarginConfig | None = None
+    ) -> np.ndarray:
+        """Margin of each image query with its image swapped for a blank one: the same size,
+        every pixel mid-grey (128), so only what the image shows is gone."""
+        from PIL import Image
+
+        out = np.empty(len(queries), dtype=np.float64)
+        for i, query in enumerate(queries):
+            if query.image is None:
+                raise ProbeError("a blank-image control needs a query with an image")
+            size = open_image(query.image).size
+            blank = self.image_inputs(Image.new("RGB", size, (128, 128, 128)))
+            out[i] = self.image_margins(self.encode(query).input_ids, blank, config)[0]
         return out
 
     def pixel_margins(
@@ -513,7 +526,7 @@ class VisionSubject(Subject):
         """Differentiable margins of one sequence shown each image of ``pixel_batch``."""
         feats = self.image_features(pixel_batch)
         base = self._next_key  # keys no stored image uses; given only to this call's features
-        rows = [self.with_image_key(ids, base + i) for i in range(feats.shape[0])]
+        rows = [ImageTokens.rekeyed(ids, base + i) for i in range(feats.shape[0])]
         embeds = self.embed(
             torch.tensor(rows, device=self.device),
             {base + i: feats[i] for i in range(feats.shape[0])},
