@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from probe.attack import AttackRecord, AttackResult, OneWordAttack
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
-from probe.data import Prompt, balanced_head, load_prompts
+from probe.data import Prompt, balanced_head, iter_prompts
 from probe.demos.registry import builtin_model
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge, Verdict, load_judge
@@ -108,8 +108,10 @@ def config_differences(previous: dict, current: dict) -> list[str]:
     ]
 
 
-def prompts_fingerprint(prompts: Sequence[Prompt]) -> str:
-    """SHA-256 over the prompts' ids, texts, labels and images (a changed file is noticed)."""
+def prompts_fingerprint(prompts: Iterable[Prompt]) -> str:
+    """SHA-256 over the prompts' ids, texts, labels and images (a changed file is noticed).
+
+    Updated prompt by prompt, so it can be taken over a lazily read file."""
     digest = hashlib.sha256()
     for p in prompts:
         image = str(p.image) if p.image is not None else ""
@@ -149,7 +151,11 @@ def load_subject(config: AuditConfig, world: World | None = None) -> Subject:
 
 
 def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
-    """The prompts to audit: ``config.prompts``, or the built-in model's own prompts."""
+    """The prompts to audit: ``config.prompts``, or the built-in model's own prompts.
+
+    The file is read lazily; with ``max_prompts`` only the balanced sample's candidates are held
+    (``balanced_head``), so a large file capped to N prompts costs memory in N. The audit keeps
+    the chosen prompts as a list: every stage makes a record for each of them."""
     if config.max_prompts is not None and config.max_prompts < 1:
         raise ProbeError("--max-prompts must be at least 1")
     if config.prompts is None:
@@ -157,13 +163,11 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
         if builtin is None:
             raise ProbeError("--prompts FILE is required for a model other than the demo")
         prompts = builtin.prompts(config.seed)
-    else:
-        prompts = load_prompts(
-            config.prompts, config.format, allow_outside_images=config.allow_outside_images
-        )
-    if config.max_prompts is not None:
-        prompts = balanced_head(prompts, config.max_prompts)
-    return prompts
+        return balanced_head(prompts, config.max_prompts) if config.max_prompts else prompts
+    read = iter_prompts(
+        config.prompts, config.format, allow_outside_images=config.allow_outside_images
+    )
+    return balanced_head(read, config.max_prompts) if config.max_prompts else list(read)
 
 
 def prepare_prompts(
