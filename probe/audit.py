@@ -15,6 +15,7 @@ from __future__ import annotations
 import platform
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ from probe.pipeline import (
 from probe.report import render_report
 from probe.rundir import (
     DERIVED_FILES,
+    KILLED,
     STATE,
     Appender,
     RunDir,
@@ -157,13 +159,23 @@ def _reliance_metrics(prompts, attributions, refused: dict[str, bool]) -> dict:
 def open_run(path: Path, config: AuditConfig, fingerprint: str) -> tuple[RunDir, dict | None]:
     """Create or reopen the run directory, locked; check that a previous run matches.
 
-    Returns the run and the previous summary (None for a new run or ``--fresh``). Derived files
+    Returns the run and the previous summary (None for a new run or ``--fresh``); a previous run
+    that still said "running" was killed (the lock is ours), so its status reads ``KILLED``.
+    Derived files
     of a previous attempt (lexicon, report, figures) are removed, so a failing rerun never
     shows stale results beside its own summary.
     """
     run = RunDir.open(path)
     try:
         previous = read_summary(path)
+        if previous is not None and previous.get("status") == "running":
+            previous = {**previous, "status": KILLED}  # we hold the lock: its holder is dead
+            if not config.fresh:
+                print(
+                    f"probe: note: the run in {path} was killed before it could finish (its "
+                    "summary still said running); continuing from the records it wrote",
+                    file=sys.stderr,
+                )
         if config.fresh:
             run.clear()
             previous = None

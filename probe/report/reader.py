@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from probe.errors import ProbeError
 from probe.lexicon.table import TriggerLexicon
 from probe.report.records import AttributionRecord, EditRecord, ResponseRecord, RunSummary
-from probe.rundir import read_jsonl
+from probe.rundir import read_jsonl, run_status
 
 T = TypeVar("T")
 
@@ -86,6 +86,8 @@ def load_run(run_dir: str | Path) -> RunData:
         raise ProbeError(f"{summary_path}: not valid JSON ({reason})") from None
     if not isinstance(raw, dict):
         raise ProbeError(f"{summary_path}: expected a JSON object")
+    if raw.get("status") == "running":
+        raw["status"] = run_status(run_dir, raw)  # "running" with a free lock: killed
     summary = RunSummary.from_record(raw)
     problems = list(summary.problems)
     responses: dict[str, ResponseRecord] = {}
