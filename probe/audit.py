@@ -206,8 +206,9 @@ class _Failures:
     def __init__(self, path: Path | None, world: World) -> None:
         self.path = path
         self.world = world
-        records = read_appended(path) if path is not None and world.is_main else []
-        self.records: list[dict] = world.broadcast(records)
+        self.records: list[dict] = world.on_main(
+            lambda: read_appended(path) if path is not None else []
+        )
 
     def at(self, stage: str) -> set[str]:
         """Prompt ids that failed at ``stage`` or at an earlier stage."""
@@ -294,7 +295,7 @@ def _first_stages(
 ):
     """load -> generate and judge -> calibrate -> attribute, as every command runs them."""
     attributor = build_attributor(config)
-    subject = load_subject(config, world)
+    subject = world.together(lambda: load_subject(config, world))
     run.summary["model_path"] = subject.name
     prompts = prepare_prompts(subject, prompts, config.method)
     run.stage("load")
@@ -418,7 +419,7 @@ def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerL
 
     if not world.is_main:
         warm_language_data()  # while rank 0 fits: the attack's tagger and WordNet load here
-    lexicon = world.broadcast(fit() if world.is_main else None)
+    lexicon = world.on_main(fit)
     run.stage("lexicon")
     return lexicon
 
