@@ -15,6 +15,7 @@ from __future__ import annotations
 import platform
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +59,7 @@ from probe.report import render_report
 from probe.report.records import SCHEMA_VERSION
 from probe.rundir import (
     DERIVED_FILES,
+    KILLED,
     STATE,
     Appender,
     RunDir,
@@ -159,13 +161,23 @@ def _reliance_metrics(prompts, attributions, refused: dict[str, bool]) -> dict:
 def open_run(path: Path, config: AuditConfig, fingerprint: str) -> tuple[RunDir, dict | None]:
     """Create or reopen the run directory, locked; check that a previous run matches.
 
-    Returns the run and the previous summary (None for a new run or ``--fresh``). Derived files
+    Returns the run and the previous summary (None for a new run or ``--fresh``); a previous run
+    that still said "running" was killed (the lock is ours), so its status reads ``KILLED``.
+    Derived files
     of a previous attempt (lexicon, report, figures) are removed, so a failing rerun never
     shows stale results beside its own summary.
     """
     run = RunDir.open(path)
     try:
         previous = read_summary(path)
+        if previous is not None and previous.get("status") == "running":
+            previous = {**previous, "status": KILLED}  # we hold the lock: its holder is dead
+            if not config.fresh:
+                print(
+                    f"probe: note: the run in {path} was killed before it could finish (its "
+                    "summary still said running); continuing from the records it wrote",
+                    file=sys.stderr,
+                )
         if config.fresh:
             run.clear()
             previous = None
@@ -196,8 +208,9 @@ class _Failures:
     def __init__(self, path: Path | None, world: World) -> None:
         self.path = path
         self.world = world
-        records = read_appended(path) if path is not None and world.is_main else []
-        self.records: list[dict] = world.broadcast(records)
+        self.records: list[dict] = world.on_main(
+            lambda: read_appended(path) if path is not None else []
+        )
 
     def at(self, stage: str) -> set[str]:
         """Prompt ids that failed at ``stage`` or at an earlier stage."""
@@ -285,7 +298,7 @@ def _first_stages(
 ):
     """load -> generate and judge -> calibrate -> attribute, as every command runs them."""
     attributor = build_attributor(config)
-    subject = load_subject(config, world)
+    subject = world.together(lambda: load_subject(config, world))
     run.summary["model_path"] = subject.name
     prompts = prepare_prompts(subject, prompts, config.method)
     run.stage("load")
@@ -409,7 +422,7 @@ def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerL
 
     if not world.is_main:
         warm_language_data()  # while rank 0 fits: the attack's tagger and WordNet load here
-    lexicon = world.broadcast(fit() if world.is_main else None)
+    lexicon = world.on_main(fit)
     run.stage("lexicon")
     return lexicon
 

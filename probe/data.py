@@ -10,8 +10,9 @@ them onto the same record so that every later stage sees one shape. Bad input ra
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast, get_args
@@ -76,6 +77,44 @@ def normalise_label(value: object, where: str) -> Label | None:
     )
 
 
+def iter_prompts(
+    path: str | Path, format: str | None = None, *, allow_outside_images: bool = False
+) -> Iterator[Prompt]:
+    """Read a prompt file in ``format`` (guessed from the file when None) lazily, one by one.
+
+    JSONL and the CSV formats are read a line at a time, so memory does not grow with the file
+    (only the ids seen so far are kept, to refuse a duplicate); a JSON array (``.json``, VLGuard)
+    is parsed whole. Image paths are resolved against the file's folder; one that leads outside
+    it (``..``, an absolute path, a symlink) is refused unless ``allow_outside_images``, with the
+    same message whether or not the file exists, so a prompt file cannot probe the rest of the
+    disk. A file with no prompts is an error once it is read to the end.
+    """
+    path = Path(path)
+    _check_file(path)
+    fmt = guess_format(path) if format is None else format.strip().lower()
+    if fmt not in _READERS:
+        raise ProbeError(f"unknown prompt format {format!r}; known formats: {', '.join(FORMATS)}")
+    return _checked(path, _READERS[fmt], allow_outside_images)
+
+
+def _checked(path: Path, reader: Reader, allow_outside_images: bool) -> Iterator[Prompt]:
+    """The reader's prompts, refusing a duplicate id and an image outside the folder.
+
+    Only the ids are kept; a duplicate's message finds the first occurrence by reading again.
+    """
+    seen: set[str] = set()
+    for where, prompt in reader(path):
+        if prompt.id in seen:
+            first = next(w for w, p in reader(path) if p.id == prompt.id)
+            raise ProbeError(f"{where}: duplicate id {prompt.id!r} (first at {first})")
+        seen.add(prompt.id)
+        if prompt.image is not None and not allow_outside_images:
+            _check_image_inside(prompt.image, path, where)
+        yield prompt
+    if not seen:
+        raise ProbeError(f"prompt file {path} has no prompts")
+
+
 def load_prompts(
     path: str | Path,
     format: str | None = None,
@@ -83,33 +122,21 @@ def load_prompts(
     max_prompts: int | None = None,
     allow_outside_images: bool = False,
 ) -> list[Prompt]:
-    """Read a prompt file in ``format`` (guessed from the file when None); keep the first N.
+    """``iter_prompts`` as a list of the first ``max_prompts`` (all when None).
 
-    Ids are checked for uniqueness across the whole file before ``max_prompts`` is applied, so a
-    broken file fails the same way whatever N is. Use ``balanced_head`` for a labelled sample.
-    Image paths are resolved against the file's folder; one that leads outside it (``..``, an
-    absolute path, a symlink) is refused unless ``allow_outside_images``, with the same message
-    whether or not the file exists, so a prompt file cannot probe the rest of the disk.
+    The whole file is still read (holding only the first N prompts), so ids are checked for
+    uniqueness across the file and a broken file fails the same way whatever N is. Use
+    ``balanced_head`` for a labelled sample.
     """
-    path = Path(path)
-    _check_file(path)
     if max_prompts is not None and max_prompts < 1:
         raise ProbeError(f"max_prompts must be at least 1, got {max_prompts}")
-    fmt = guess_format(path) if format is None else format.strip().lower()
-    if fmt not in _READERS:
-        raise ProbeError(f"unknown prompt format {format!r}; known formats: {', '.join(FORMATS)}")
-    prompts: list[Prompt] = []
-    seen: dict[str, str] = {}
-    for where, prompt in _READERS[fmt](path):
-        if prompt.id in seen:
-            raise ProbeError(f"{where}: duplicate id {prompt.id!r} (first at {seen[prompt.id]})")
-        seen[prompt.id] = where
-        if prompt.image is not None and not allow_outside_images:
-            _check_image_inside(prompt.image, path, where)
-        prompts.append(prompt)
-    if not prompts:
-        raise ProbeError(f"prompt file {path} has no prompts")
-    return prompts[:max_prompts]
+    prompts = iter_prompts(path, format, allow_outside_images=allow_outside_images)
+    if max_prompts is None:
+        return list(prompts)
+    head = list(itertools.islice(prompts, max_prompts))
+    for _ in prompts:  # read on: a duplicate id or a bad line later in the file still fails
+        pass
+    return head
 
 
 def save_prompts(prompts: Sequence[Prompt], path: str | Path) -> None:
@@ -177,23 +204,28 @@ def guess_format(path: Path) -> str:
     )
 
 
-def balanced_head(prompts: Sequence[Prompt], n: int) -> list[Prompt]:
+def balanced_head(prompts: Iterable[Prompt], n: int) -> list[Prompt]:
     """Take ``n`` prompts alternately harmful, benign, harmful, … keeping each label's order.
 
     When one label runs out the rest comes from whatever is left (the other label and the
     unlabelled prompts, in file order), so every prefix of the result is as balanced as the
     input allows. A plain head of a sorted file can be all one label, which leaves one of the
-    two refusal rates undefined.
+    two refusal rates undefined. One pass that keeps at most ``n`` prompts of each kind, so a
+    lazily read file is sampled in memory that depends on ``n``, not on the file: a prompt past
+    the first ``n`` of its kind can never be among the first ``n`` taken.
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
-    harmful = [i for i, p in enumerate(prompts) if p.label == "harmful"]
-    benign = [i for i, p in enumerate(prompts) if p.label == "benign"]
+    kept: dict[Label | None, list[tuple[int, Prompt]]] = {"harmful": [], "benign": [], None: []}
+    for i, prompt in enumerate(prompts):
+        group = kept[prompt.label]
+        if len(group) < n:
+            group.append((i, prompt))
+    harmful, benign = kept["harmful"], kept["benign"]
     pairs = min(len(harmful), len(benign))
-    order = [i for pair in zip(harmful[:pairs], benign[:pairs], strict=True) for i in pair]
-    chosen = set(order)
-    order += [i for i in range(len(prompts)) if i not in chosen]
-    return [prompts[i] for i in order[:n]]
+    order = [item for pair in zip(harmful[:pairs], benign[:pairs], strict=True) for item in pair]
+    rest = sorted(harmful[pairs:] + benign[pairs:] + kept[None], key=lambda item: item[0])
+    return [prompt for _, prompt in (order + rest)[:n]]
 
 
 # ---------------------------------------------------------------- readers
@@ -270,22 +302,53 @@ def _record_prompt(record: dict[str, object], where: str, folder: Path, default_
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Prompt]]:
-    """JSON Lines, one object per line, blank lines skipped; a .json array of objects also works."""
-    text = _read_text(path)
+    """JSON Lines, one object per line, blank lines skipped; a .json array of objects also works.
+
+    Lines are read one at a time (split at newline bytes only, as JSON Lines defines them); an array
+    is parsed whole.
+    """
     folder = path.resolve().parent
-    if text.lstrip().startswith("["):
-        items = cast(list[object], _parse_json(text, str(path)))  # valid JSON opening "[" is a list
-        records = [(f"{path} item {i}", item) for i, item in enumerate(items, 1)]
+    records: Iterable[tuple[str, object]]
+    if _first_character(path) == "[":
+        items = cast(list[object], _parse_json(_read_text(path), str(path)))  # a JSON list
+        records = ((f"{path} item {i}", item) for i, item in enumerate(items, 1))
     else:
-        records = [
+        records = (
             (f"{path} line {n}", _parse_json(line, f"{path} line {n}"))
-            for n, line in enumerate(text.split("\n"), 1)
+            for n, line in _text_lines(path)
             if line.strip()
-        ]
+        )
     for i, (where, record) in enumerate(records, 1):
         if not isinstance(record, dict):
             raise ProbeError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, _record_prompt(record, where, folder, f"{path.stem}-{i}")
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines (numbered from 1, split at newline bytes only), decoded one at a time; a
+    leading BOM is dropped and a decoding error names the byte, as ``_read_text`` does."""
+    offset = 0
+    try:
+        with path.open("rb") as handle:
+            for n, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ProbeError(
+                        f"{path} is not UTF-8 text ({exc.reason} at byte {offset + exc.start})"
+                    ) from None
+                offset += len(raw)
+                yield n, line.removeprefix("\ufeff") if n == 1 else line
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _first_character(path: Path) -> str:
+    """The first character that is not white space (or a BOM), read from the file's start."""
+    for _, line in _text_lines(path):
+        if line.strip():
+            return line.strip()[0]
+    return ""
 
 
 def _csv_header(path: Path) -> list[str]:

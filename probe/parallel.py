@@ -91,14 +91,41 @@ class World:
             raise ProbeError(f"rank 0 stopped: {value}")
         return value  # type: ignore[return-value]
 
-    def barrier(self) -> None:
-        if self.size > 1:
-            import torch.distributed as dist
+    def together(self, work: Callable[[], T]) -> T:
+        """Run this rank's share of a step; if any rank fails, every rank stops, saying why.
 
-            dist.barrier()
+        Each rank reports success or its error at the end of the step, so a rank whose share
+        raised (a lost GPU, a full disk, a bug) never leaves the others waiting in the next
+        collective until the process group times out, and rank 0 records the real cause (not
+        the "connection closed" the others would see once it exits). The failing rank re-raises
+        its own error; the others raise a ``ProbeError`` naming the rank and the error.
+        """
+        if self.size == 1:
+            return work()
+        failure: Exception | None = None
+        result: T | None = None
+        try:
+            result = work()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
+            failure = exc
+        reports = self.gather(None if failure is None else _describe(failure))
+        if failure is not None:
+            raise failure
+        for rank, report in enumerate(reports):
+            if report is not None:
+                raise ProbeError(f"rank {rank} failed: {report}")
+        return cast(T, result)
 
     def device(self, device: str) -> str:
         """Each rank's device: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a multi-process run."""
         if self.size > 1 and device == "cuda":
             return f"cuda:{self.local_rank}"
         return device
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the message alone for a ``ProbeError``)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ProbeError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from probe.attack import AttackRecord, AttackResult, OneWordAttack
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
-from probe.data import Prompt, balanced_head, load_prompts
+from probe.data import Prompt, balanced_head, iter_prompts
 from probe.demos.registry import builtin_model
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge, Verdict, load_judge
@@ -110,8 +110,10 @@ def config_differences(previous: dict, current: dict) -> list[str]:
     ]
 
 
-def prompts_fingerprint(prompts: Sequence[Prompt]) -> str:
-    """SHA-256 over the prompts' ids, texts, labels and images (a changed file is noticed)."""
+def prompts_fingerprint(prompts: Iterable[Prompt]) -> str:
+    """SHA-256 over the prompts' ids, texts, labels and images (a changed file is noticed).
+
+    Updated prompt by prompt, so it can be taken over a lazily read file."""
     digest = hashlib.sha256()
     for p in prompts:
         image = str(p.image) if p.image is not None else ""
@@ -151,7 +153,11 @@ def load_subject(config: AuditConfig, world: World | None = None) -> Subject:
 
 
 def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
-    """The prompts to audit: ``config.prompts``, or the built-in model's own prompts."""
+    """The prompts to audit: ``config.prompts``, or the built-in model's own prompts.
+
+    The file is read lazily; with ``max_prompts`` only the balanced sample's candidates are held
+    (``balanced_head``), so a large file capped to N prompts costs memory in N. The audit keeps
+    the chosen prompts as a list: every stage makes a record for each of them."""
     if config.max_prompts is not None and config.max_prompts < 1:
         raise ProbeError("--max-prompts must be at least 1")
     if config.prompts is None:
@@ -159,13 +165,11 @@ def load_audit_prompts(config: AuditConfig) -> list[Prompt]:
         if builtin is None:
             raise ProbeError("--prompts FILE is required for a model other than the demo")
         prompts = builtin.prompts(config.seed)
-    else:
-        prompts = load_prompts(
-            config.prompts, config.format, allow_outside_images=config.allow_outside_images
-        )
-    if config.max_prompts is not None:
-        prompts = balanced_head(prompts, config.max_prompts)
-    return prompts
+        return balanced_head(prompts, config.max_prompts) if config.max_prompts else prompts
+    read = iter_prompts(
+        config.prompts, config.format, allow_outside_images=config.allow_outside_images
+    )
+    return balanced_head(read, config.max_prompts) if config.max_prompts else list(read)
 
 
 def prepare_prompts(
@@ -386,33 +390,34 @@ def run_chunks(
     Records are appended (and flushed) chunk by chunk; chunks are shared out across ranks.
     """
     ids = {p.id for p in prompts}
-    done = world.broadcast(
-        {r["id"]: r for r in stage.read() if r.get("id") in ids} if world.is_main else None
-    )
-    appender = stage.appender(world)
-    new: list[dict] = []
-    failures: list[dict] = []
+    done = world.on_main(lambda: {r["id"]: r for r in stage.read() if r.get("id") in ids})
     chunks = chunks_of(prompts, batch_size)
     mine = [c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in done for p in c)]
-    try:
-        for chunk in tqdm(
-            mine, desc=stage.name, unit="chunk", disable=not (progress and world.is_main)
-        ):
-            produced, failed = _guarded(stage.name, compute, chunk)
-            fresh = [r for r in produced if r["id"] not in done]
+
+    def work() -> tuple[list[dict], list[dict]]:
+        new: list[dict] = []
+        failures: list[dict] = []
+        appender = stage.appender(world)
+        try:
+            for chunk in tqdm(
+                mine, desc=stage.name, unit="chunk", disable=not (progress and world.is_main)
+            ):
+                produced, failed = _guarded(stage.name, compute, chunk)
+                fresh = [r for r in produced if r["id"] not in done]
+                if appender is not None:
+                    appender.write(fresh)
+                new += fresh
+                failures += failed
+        finally:
             if appender is not None:
-                appender.write(fresh)
-            new += fresh
-            failures += failed
-    finally:
-        if appender is not None:
-            appender.close()
+                appender.close()
+        return new, failures
+
+    new, failures = world.together(work)
     gathered = [r for part in world.gather(new) for r in part]
     failures = [f for part in world.gather(failures) for f in part]
     records = {**done, **{r["id"]: r for r in gathered}}
-    if world.is_main:
-        stage.finish([records[p.id] for p in prompts if p.id in records])
-    world.barrier()
+    world.on_main(lambda: stage.finish([records[p.id] for p in prompts if p.id in records]))
     return StageOutput(records, len(done), failures)
 
 
@@ -468,11 +473,13 @@ def sharded_margins(
 ) -> np.ndarray:
     """Margins of all prompts, computed in the stages' fixed chunks, shared out across ranks."""
     chunks = chunks_of(prompts, batch_size)
-    mine = {
-        k: subject.prompt_margins([p.query for p in c], margin).tolist()
-        for k, c in enumerate(chunks)
-        if world.owns(k)
-    }
+    mine = world.together(
+        lambda: {
+            k: subject.prompt_margins([p.query for p in c], margin).tolist()
+            for k, c in enumerate(chunks)
+            if world.owns(k)
+        }
+    )
     merged: dict[int, list[float]] = {}
     for part in world.gather(mine):
         merged.update(part)
@@ -693,13 +700,9 @@ def attack(
             stage.finish(edits)
         return entries, edits
 
-    entries, edits = world.broadcast(previous() if world.is_main else None)
+    entries, edits = world.on_main(previous)
     finished = {i for e in entries for i in e["ids"]}
     reused = len(finished & {p.id for p in prompts})
-    edit_out, log_out = stage.appender(world), log.appender(world)
-    new_edits: list[dict] = []
-    new_entries: list[dict] = []
-    failures: list[dict] = []
 
     def compute(chunk: list[Prompt]) -> list[dict]:
         result = runner.run(
@@ -720,34 +723,47 @@ def attack(
     mine = [
         c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in finished for p in c)
     ]
-    try:
-        for chunk in tqdm(
-            mine, desc="attack", unit="chunk", disable=not (progress and world.is_main)
-        ):
-            todo = [p for p in chunk if p.id not in finished]
-            outputs, failed = _guarded("attack", compute, todo if len(todo) < len(chunk) else chunk)
-            for output in outputs:
-                if edit_out is not None:
-                    edit_out.write(output["edits"])
-                if log_out is not None:
-                    log_out.write([output["entry"]])
-                new_edits += output["edits"]
-                new_entries.append(output["entry"])
-            failures += failed
-    finally:
-        for handle in (edit_out, log_out):
-            if handle is not None:
-                handle.close()
+
+    def work() -> tuple[list[dict], list[dict], list[dict]]:
+        new_edits: list[dict] = []
+        new_entries: list[dict] = []
+        failures: list[dict] = []
+        edit_out, log_out = stage.appender(world), log.appender(world)
+        try:
+            for chunk in tqdm(
+                mine, desc="attack", unit="chunk", disable=not (progress and world.is_main)
+            ):
+                todo = [p for p in chunk if p.id not in finished]
+                outputs, failed = _guarded(
+                    "attack", compute, todo if len(todo) < len(chunk) else chunk
+                )
+                for output in outputs:
+                    if edit_out is not None:
+                        edit_out.write(output["edits"])
+                    if log_out is not None:
+                        log_out.write([output["entry"]])
+                    new_edits += output["edits"]
+                    new_entries.append(output["entry"])
+                failures += failed
+        finally:
+            for handle in (edit_out, log_out):
+                if handle is not None:
+                    handle.close()
+        return new_edits, new_entries, failures
+
+    new_edits, new_entries, failures = world.together(work)
     entries = entries + [e for part in world.gather(new_entries) for e in part]
     edits = edits + [r for part in world.gather(new_edits) for r in part]
     failures = [f for part in world.gather(failures) for f in part]
     order = {p.id: i for i, p in enumerate(prompts)}
     edits.sort(key=lambda r: order.get(r["id"], len(order)))
     entries.sort(key=lambda e: order.get(e["id"], len(order)))
-    if world.is_main:
+
+    def finish() -> None:
         stage.finish(edits)
         log.finish(entries)
-    world.barrier()
+
+    world.on_main(finish)
     records = [attack_record(r) for r in edits]
     attacked = {i: t for e in entries for i, t in e["attacked"].items()}
     result = AttackResult(

@@ -306,6 +306,19 @@ def is_locked(path: Path) -> bool:
     return False
 
 
+# The status of a run whose summary says "running" while no process holds its lock: it was
+# killed outright (SIGKILL, the OOM killer, a lost node) before it could record how it ended.
+KILLED = "stale (killed)"
+
+
+def run_status(path: Path, summary: dict) -> str | None:
+    """The run's status as it stands: ``KILLED`` for a "running" run that nobody holds."""
+    status = summary.get("status")
+    if status == "running" and not is_locked(path):
+        return KILLED
+    return status if isinstance(status, str) else None
+
+
 # ------------------------------------------------------------------ single-file outputs
 
 

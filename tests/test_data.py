@@ -16,6 +16,7 @@ from probe.data import (
     Prompt,
     balanced_head,
     guess_format,
+    iter_prompts,
     load_prompts,
     normalise_label,
     save_prompts,
@@ -374,3 +375,71 @@ def test_public_max_prompts_and_balance() -> None:
     assert len(load_prompts(path, max_prompts=10)) == 10
     head = balanced_head(load_prompts(path), 10)
     assert Counter(p.label for p in head) == {"harmful": 5, "benign": 5}
+
+
+# ------------------------------------------------------------------ streaming
+
+
+def test_prompts_are_read_lazily(tmp_path: Path) -> None:
+    """The first prompts come out before a broken line further down is even read."""
+    path = write(tmp_path / "p.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": \n')
+    prompts = iter_prompts(path)
+    assert next(prompts).prompt == "a" and next(prompts).prompt == "b"
+    with pytest.raises(ProbeError, match=r"p\.jsonl line 3: not valid JSON"):
+        next(prompts)
+    with pytest.raises(ProbeError, match="line 3"):  # load_prompts reads on past its head
+        load_prompts(path, max_prompts=1)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_reading_a_large_file_holds_only_the_ids(tmp_path: Path, suffix: str) -> None:
+    """Memory while streaming a prompt file is a small fraction of the file, not the file."""
+    import tracemalloc
+
+    path = tmp_path / f"big.{suffix}"
+    text = "x" * 400
+    with path.open("w", encoding="utf-8") as out:
+        if suffix == "csv":
+            out.write("id,prompt,label\n")
+        for i in range(20_000):
+            if suffix == "csv":
+                out.write(f"q{i},{text} {i},harmful\n")
+            else:
+                out.write(json.dumps({"id": f"q{i}", "prompt": f"{text} {i}"}) + "\n")
+    size = path.stat().st_size
+
+    def peak_of(read) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    streamed = peak_of(lambda: sum(1 for _ in iter_prompts(path)))
+    listed = peak_of(lambda: load_prompts(path))
+    # Streaming keeps the ids (~200 bytes a prompt); a list keeps every prompt's text.
+    assert streamed < size / 2 < size < listed, (streamed, size, listed)
+
+
+def test_duplicate_id_message_names_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.jsonl", '{"prompt": "a", "id": "x"}\n\n{"prompt": "b", "id": "x"}\n')
+    with pytest.raises(ProbeError, match=r"line 3: duplicate id 'x' \(first at .*line 1\)"):
+        load_prompts(path)
+
+
+def _balanced_reference(prompts: list[Prompt], n: int) -> list[Prompt]:
+    """balanced_head's definition on a whole list: interleave the labels' pairs, then the rest."""
+    harmful = [i for i, p in enumerate(prompts) if p.label == "harmful"]
+    benign = [i for i, p in enumerate(prompts) if p.label == "benign"]
+    pairs = min(len(harmful), len(benign))
+    order = [i for pair in zip(harmful[:pairs], benign[:pairs], strict=True) for i in pair]
+    order += [i for i in range(len(prompts)) if i not in set(order)]
+    return [prompts[i] for i in order[:n]]
+
+
+@given(st.text(alphabet="hbu", max_size=30), st.integers(0, 35))
+@settings(max_examples=300, deadline=None)
+def test_streamed_balanced_head_is_the_whole_list_definition(labels: str, n: int) -> None:
+    prompts = labelled(labels)
+    assert balanced_head(iter(prompts), n) == _balanced_reference(prompts, n)

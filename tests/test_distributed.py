@@ -26,13 +26,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _audit(launcher: list[str], run: Path, cache: Path) -> subprocess.CompletedProcess:
+def _audit(
+    launcher: list[str], run: Path, cache: Path, program: tuple[str, ...] = ("-m", "probe.cli")
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, PROBE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     args = ["audit", "--out", str(run), "--max-prompts", "64", "--batch-size", "8"]
     return subprocess.run(
-        [*launcher, "-m", "probe.cli", *args],
+        [*launcher, *program, *args],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
+
+
+def _torchrun() -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+    ]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -41,11 +51,7 @@ def test_two_processes_give_the_one_process_run(demo_model_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     single = _audit([sys.executable], one, cache)
     assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-    ]  # fmt: skip
-    pair = _audit(torchrun, two, cache)
+    pair = _audit(_torchrun(), two, cache)
     assert pair.returncode == 0, pair.stderr[-3000:]
     assert pair.stdout.count("report written") == 1  # rank 0 speaks for the run
 
@@ -60,3 +66,36 @@ def test_two_processes_give_the_one_process_run(demo_model_dir, tmp_path):
     assert first["margin_calibration"] == second["margin_calibration"]
     assert not (two / ".probe" / "parts").exists()  # rank 1's records were merged
     assert (two / "report.html").is_file()
+
+
+# Rank 1's model fails while computing margins (a lost GPU, a kernel error): a real exception
+# from inside the calibration step, raised on one rank only. The program is probe's own CLI.
+FAULTY_RANK_1 = """
+import os, sys
+from probe.subject.text import Subject
+
+if os.environ["RANK"] == "1":
+    def prompt_margins(self, *args, **kwargs):
+        raise RuntimeError("device lost on rank 1")
+
+    Subject.prompt_margins = prompt_margins
+
+from probe.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_crashes_stops_every_rank_with_its_reason(demo_model_dir, tmp_path):
+    """Rank 0 does not wait for a dead peer: every rank stops, and the summary says why."""
+    program = tmp_path / "faulty.py"
+    program.write_text(FAULTY_RANK_1)
+    run = tmp_path / "run"
+    pair = _audit(_torchrun(), run, demo_model_dir.parent, (str(program),))
+    assert pair.returncode != 0
+    assert "probe: error: rank 1 failed: RuntimeError: device lost on rank 1" in pair.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "ProbeError: rank 1 failed: RuntimeError: device lost on rank 1"
+    assert summary["stages_completed"] == ["load", "generate_and_judge"]

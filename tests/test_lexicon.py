@@ -284,3 +284,40 @@ def test_from_json_missing_or_unreadable(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ProbeError):
         TriggerLexicon.from_json(binary)
+
+
+@pytest.mark.parametrize("size", [1, 5, 13, 14, 301])
+def test_resampling_in_blocks_gives_the_numbers_of_one_matrix(size):
+    """The bootstrap and the sign-flip test draw block by block (memory flat in the prompt
+    count) and must give exactly what drawing the whole matrix at once gives."""
+    from probe.lexicon.stats import bootstrap_ci, sign_flip_p_value
+
+    values = np.random.default_rng(7).normal(0.2, 1.0, size)
+    whole, blocks = np.random.default_rng(3), np.random.default_rng(3)
+    assert bootstrap_ci(values, 0.95, 1000, whole, block_elements=10**9) == bootstrap_ci(
+        values, 0.95, 1000, blocks, block_elements=size * 7 + 3
+    )
+    assert sign_flip_p_value(values, 2000, whole, block_elements=10**9) == sign_flip_p_value(
+        values, 2000, blocks, block_elements=size * 3 + 1
+    )
+    # Both generators must have used the same stream, so the next draws also agree.
+    assert whole.integers(0, 10**9) == blocks.integers(0, 10**9)
+
+
+def test_resampling_matches_the_dense_formula():
+    """Against the textbook dense computation (all resamples in one matrix)."""
+    from probe.lexicon.stats import bootstrap_ci, sign_flip_p_value
+
+    values = np.random.default_rng(1).normal(0.1, 1.0, 200)
+    rng = np.random.default_rng(5)
+    means = values[rng.integers(0, 200, size=(500, 200))].mean(axis=1)
+    alpha = (1 - 0.95) / 2
+    expected_ci = tuple(float(v) for v in np.quantile(means, [alpha, 1 - alpha]))
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(3000, 200))
+    stats = np.abs((signs * values).mean(axis=1))
+    expected_p = (np.sum(stats >= abs(values.mean()) - 1e-12) + 1) / 3001
+    rng = np.random.default_rng(5)
+    assert bootstrap_ci(values, 0.95, 500, rng, block_elements=999) == expected_ci
+    assert sign_flip_p_value(values, 3000, rng, block_elements=999) == pytest.approx(
+        expected_p, abs=0
+    )

@@ -28,7 +28,7 @@ from probe.data import balanced_head, save_prompts
 from probe.demos.text import demo_prompts
 from probe.errors import ProbeError
 from probe.pipeline import attribute_prompts
-from probe.rundir import is_locked
+from probe.rundir import KILLED, is_locked, run_status
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = "4"  # small chunks: many chunk boundaries for a kill to fall between
@@ -242,6 +242,7 @@ def test_sigterm_then_sigkill_mid_attack_then_resume(baseline, cache, tmp_path):
     second.wait(timeout=60)
     assert summary(run)["status"] == "running"  # nobody could write it, but
     assert not is_locked(run)  # the lock died with the process
+    assert run_status(run, summary(run)) == KILLED
     done_before = (run / ".probe" / "attack_chunks.jsonl").read_bytes().count(b"\n")
 
     third = subprocess.run(
@@ -250,7 +251,7 @@ def test_sigterm_then_sigkill_mid_attack_then_resume(baseline, cache, tmp_path):
     assert third.returncode == 0, third.stderr[-2000:]
     result = summary(run)
     prompts = result["counts"]["prompts"]
-    assert result["status"] == "complete" and result["previous_status"] == "running"
+    assert result["status"] == "complete" and result["previous_status"] == KILLED
     assert result["resumed"]["generate_and_judge"] == prompts
     assert result["resumed"]["attribute"] == prompts
     # only the chunks the killed run had finished were reused; the rest were recomputed

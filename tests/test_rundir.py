@@ -263,3 +263,47 @@ def test_figures_removed_are_only_probes_own(tmp_path):
     assert read_figure_manifest(figures) == ["image_0000.png", "lexicon.png"]
     remove_own_figures(figures)
     assert sorted(p.name for p in figures.glob("*.png")) == ["image_0001.png", "mine.png"]
+
+
+def _killed_run(folder: Path, summary: dict) -> None:
+    """A real process opens and locks ``folder``, writes ``summary`` and is SIGKILLed."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from probe.rundir import RunDir, write_summary
+        RunDir.open({str(folder)!r})
+        write_summary(Path({str(folder)!r}), {summary!r})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+
+def test_a_killed_run_reads_as_stale_not_running(tmp_path, capsys):
+    """SIGKILL leaves status "running"; the report and a resume say it was killed."""
+    from probe.audit import open_run
+    from probe.pipeline import AuditConfig, identity
+    from probe.rundir import KILLED, read_summary, run_status
+
+    folder = tmp_path / "run"
+    config = AuditConfig(out=str(folder))
+    _killed_run(folder, {"status": "running", "model": "demo", "config": identity(config),
+                         "prompts_sha256": "abc", "stages_completed": ["load"]})  # fmt: skip
+    summary = read_summary(folder)
+    assert summary is not None and summary["status"] == "running"  # what the dead run left
+    assert run_status(folder, summary) == KILLED
+
+    code, out, err = run_main(capsys, "report", folder)
+    assert code == 0, err
+    assert f"Run status: {KILLED}" in (folder / "report.md").read_text()
+
+    run, previous = open_run(folder, config, "abc")  # the resume path
+    try:
+        assert previous is not None and previous["status"] == KILLED
+        assert "was killed" in capsys.readouterr().err
+        # while a live process holds it, a running run is running
+        assert run_status(folder, {"status": "running"}) == "running"
+    finally:
+        run.close()

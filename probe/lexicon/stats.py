@@ -1,6 +1,10 @@
 """Small, dependency-light statistics shared by the lexicon stages.
 
 Everything here is seeded and vectorised with numpy so a lexicon is reproducible for a seed.
+The resampling tests draw their random matrices in row blocks of at most ``BLOCK_ELEMENTS``
+numbers, so their memory does not grow with the number of prompts; numpy's generator yields the
+same stream whether a matrix is drawn at once or block by block, so the results are the same
+as drawing it whole.
 """
 
 from __future__ import annotations
@@ -8,6 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+BLOCK_ELEMENTS = 1 << 18  # numbers per random block (2 MiB of float64)
+
+
+def _blocks(rows: int, columns: int, block_elements: int) -> list[int]:
+    """Row counts of consecutive blocks covering ``rows`` rows of ``columns`` numbers."""
+    step = max(1, block_elements // max(columns, 1))
+    return [min(step, rows - start) for start in range(0, rows, step)]
 
 
 def benjamini_hochberg(p_values: np.ndarray | list[float]) -> np.ndarray:
@@ -25,7 +37,10 @@ def benjamini_hochberg(p_values: np.ndarray | list[float]) -> np.ndarray:
 
 
 def sign_flip_p_value(
-    values: np.ndarray, n_permutations: int = 2000, rng: np.random.Generator | None = None
+    values: np.ndarray,
+    n_permutations: int = 2000,
+    rng: np.random.Generator | None = None,
+    block_elements: int = BLOCK_ELEMENTS,
 ) -> float:
     """Two-sided p-value that the mean of ``values`` is zero, by random sign flips.
 
@@ -42,9 +57,12 @@ def sign_flip_p_value(
         stats = np.abs((signs * x).mean(axis=1))
         return float(np.mean(stats >= observed - 1e-12))
     rng = rng or np.random.default_rng(0)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_permutations, n))
-    stats = np.abs((signs * x).mean(axis=1))
-    return float((np.sum(stats >= observed - 1e-12) + 1) / (n_permutations + 1))
+    choices = np.array([-1.0, 1.0])
+    extreme = 0
+    for rows in _blocks(n_permutations, n, block_elements):
+        signs = rng.choice(choices, size=(rows, n))
+        extreme += int(np.sum(np.abs((signs * x).mean(axis=1)) >= observed - 1e-12))
+    return float((extreme + 1) / (n_permutations + 1))
 
 
 def bootstrap_ci(
@@ -52,6 +70,7 @@ def bootstrap_ci(
     confidence: float = 0.95,
     n_resamples: int = 1000,
     rng: np.random.Generator | None = None,
+    block_elements: int = BLOCK_ELEMENTS,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean."""
     x = np.asarray(values, dtype=float)
@@ -60,7 +79,12 @@ def bootstrap_ci(
     if x.size == 1:
         return (float(x[0]), float(x[0]))
     rng = rng or np.random.default_rng(0)
-    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
+    means = np.concatenate(
+        [
+            x[rng.integers(0, x.size, size=(rows, x.size))].mean(axis=1)
+            for rows in _blocks(n_resamples, x.size, block_elements)
+        ]
+    )
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return (float(low), float(high))

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from probe.errors import ProbeError, read_text
 from probe.lexicon.table import TriggerLexicon
 from probe.report.records import AttributionView, EditRecord, ResponseRecord, RunSummary
-from probe.rundir import read_jsonl
+from probe.rundir import read_jsonl, run_status
 
 T = TypeVar("T")
 
@@ -66,6 +66,8 @@ def _summary(path: Path) -> RunSummary:
         raise ProbeError(f"{path}: not valid JSON ({reason})") from None
     if not isinstance(raw, dict):
         raise ProbeError(f"{path}: expected a JSON object")
+    if raw.get("status") == "running":
+        raw["status"] = run_status(path.parent, raw)  # "running" with a free lock: killed
     return RunSummary.from_record(raw, source=str(path))
 
 

@@ -683,7 +683,7 @@ def _calibration(data: RunData) -> list[tuple[str, str]] | None:
 
 def _image_controls(data: RunData) -> list[tuple[str, str]] | None:
     """``summary.json["image_controls"]`` (VLM runs): margins with own, blank, unrelated images."""
-    controls = data.summary.extra.get("image_controls")
+    controls = data.summary.record.get("image_controls")
     if not isinstance(controls, dict) or not controls:
         return None
 
