@@ -55,6 +55,26 @@ class LexiconEntry:
         record.update(extra)
         return {k: _json_safe(v) for k, v in record.items()}
 
+    @classmethod
+    def from_record(cls, record: object, where: str) -> LexiconEntry:
+        """An entry from its lexicon.json object (null numbers read as NaN); anything wrong is
+        a one-line ``ProbeError`` starting with ``where``."""
+        if not isinstance(record, dict) or "word" not in record or "direction" not in record:
+            raise ProbeError(f"{where}: needs 'word' and 'direction'")
+        if record["direction"] not in DIRECTIONS:
+            raise ProbeError(f"{where}: direction must be refusal or compliance")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        base: dict[str, Any] = {k: record.get(k) for k in known}
+        try:
+            for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
+                base[name] = math.nan if base[name] is None else float(base[name])
+            base["support"] = int(base["support"] or 0)
+        except (TypeError, ValueError) as exc:
+            raise ProbeError(f"{where}: {exc}") from None
+        if base["role"] is not None and not isinstance(base["role"], str):
+            raise ProbeError(f"{where}: role must be a string")
+        return cls(**base, extra={k: v for k, v in record.items() if k not in known})
+
 
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
@@ -116,24 +136,10 @@ class TriggerLexicon:
             raise ProbeError(f"{path} is not a probe lexicon (nested too deeply)") from None
         if not isinstance(raw_entries, list):
             raise ProbeError(f"{path} is not a probe lexicon ('entries' must be a list)")
-        known = {f.name for f in fields(LexiconEntry)} - {"extra"}
-        entries = []
-        for i, raw in enumerate(raw_entries, 1):
-            if not isinstance(raw, dict) or "word" not in raw or "direction" not in raw:
-                raise ProbeError(f"{path} entry {i}: needs 'word' and 'direction'")
-            if raw["direction"] not in DIRECTIONS:
-                raise ProbeError(f"{path} entry {i}: direction must be refusal or compliance")
-            base: dict[str, Any] = {k: raw.get(k) for k in known}
-            try:
-                for name in ("effect", "ci_low", "ci_high", "p_value", "q_value"):
-                    base[name] = math.nan if base[name] is None else float(base[name])
-                base["support"] = int(base["support"] or 0)
-            except (TypeError, ValueError) as exc:
-                raise ProbeError(f"{path} entry {i}: {exc}") from None
-            if base["role"] is not None and not isinstance(base["role"], str):
-                raise ProbeError(f"{path} entry {i}: role must be a string")
-            extra = {k: v for k, v in raw.items() if k not in known}
-            entries.append(LexiconEntry(**base, extra=extra))
+        entries = [
+            LexiconEntry.from_record(raw, f"{path} entry {i}")
+            for i, raw in enumerate(raw_entries, 1)
+        ]
         return cls(
             entries=entries, source=payload.get("source", "model"), meta=payload.get("meta", {})
         )
