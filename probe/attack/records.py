@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import cast
+from typing import Protocol, cast
 
 from probe.lexicon.stats import wilson_interval
 from probe.lexicon.table import Direction
@@ -149,13 +150,37 @@ class AttackResult:
 
     def trigger_flip_rates(self) -> dict[str, tuple[int, int]]:
         """Per new word: (prompts it flipped, prompts on which it was verified)."""
-        tried: dict[str, set[str]] = {}
-        won: dict[str, set[str]] = {}
-        for r in self.records:
-            if not r.new_word:
-                continue
-            key = r.new_word.lower()
-            tried.setdefault(key, set()).add(r.id)
-            if r.flipped:
-                won.setdefault(key, set()).add(r.id)
-        return {w: (len(won.get(w, ())), len(ids)) for w, ids in tried.items()}
+        rates: dict[str, tuple[int, int]] = {}
+        for (word, _), (won, tried) in flip_counts(self.records).items():
+            before = rates.get(word, (0, 0))  # a prompt has one direction: counts add up
+            rates[word] = (before[0] + won, before[1] + tried)
+        return rates
+
+
+class VerifiedEdit(Protocol):
+    """What flip counting needs of an edit: the pipeline's AttackRecord or the report's."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def new_word(self) -> str | None: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def flipped(self) -> bool | None: ...
+
+
+def flip_counts(edits: Iterable[VerifiedEdit]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (new word, target direction): (prompts it flipped, prompts it was verified on).
+
+    The one flip-rate count: the lexicon's flip columns and the report's fallback use it."""
+    tried: dict[tuple[str, str], set[str]] = {}
+    won: dict[tuple[str, str], set[str]] = {}
+    for edit in edits:
+        if not edit.new_word:
+            continue
+        key = (edit.new_word.lower(), edit.target)
+        tried.setdefault(key, set()).add(edit.id)
+        if edit.flipped:
+            won.setdefault(key, set()).add(edit.id)
+    return {key: (len(won.get(key, ())), len(ids)) for key, ids in tried.items()}

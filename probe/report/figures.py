@@ -8,7 +8,7 @@ only those — so a stale figure never lingers and a user's own file in ``figure
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from probe.report.records import AttributionView, number
 from probe.report.view import (
     COMPLIANCE_HEX,
     REFUSAL_HEX,
+    Figures,
     FlipRateRow,
     colour_bound,
     flip_rate_rows,
@@ -43,16 +44,6 @@ CAPTIONS = {
     "margins.png": "Decision margins: prompts by label, and before/after one-word edits",
     "heatmaps.png": "Word attributions for a sample of prompts",
 }
-
-
-@dataclass
-class Figures:
-    """The figures drawn for one report: file name -> caption (in drawing order), and which
-    attribution record (by index) has an image-attribution figure."""
-
-    directory: Path
-    captions: dict[str, str] = field(default_factory=dict)
-    image_of: dict[int, str] = field(default_factory=dict)
 
 
 def plotted(value: float) -> float:

@@ -12,13 +12,13 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.lexicon.table import DIRECTIONS, LexiconEntry
 from probe.report.records import AttributionView, EditRecord, Metric, ResponseRecord, number
 
 if TYPE_CHECKING:
-    from probe.report.figures import Figures
     from probe.report.reader import RunData
 
 METRIC_LABELS = {
@@ -174,6 +174,16 @@ def heatmap_sample(data: RunData, per_group: int = 4) -> list[AttributionView]:
     return [data.attributions[i] for ids in _groups(data).values() for i in ids[:per_group]]
 
 
+@dataclass
+class Figures:
+    """The figures drawn for one report: file name -> caption (in drawing order), and which
+    attribution record (by index) has an image-attribution figure."""
+
+    directory: Path
+    captions: dict[str, str] = field(default_factory=dict)
+    image_of: dict[int, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class FlipRateRow:
     """One bar of the flip-rate chart: a trigger's verified flip rate and its interval."""
@@ -221,20 +231,11 @@ def flip_rate_rows(data: RunData) -> list[FlipRateRow]:
                 )
     if rows or not data.attacks:
         return rows
+    from probe.attack.records import flip_counts
     from probe.lexicon.stats import wilson_interval
 
-    tried: dict[tuple[str, str], set[str]] = {}
-    won: dict[tuple[str, str], set[str]] = {}
-    for edit in data.attacks:
-        word = (edit.new_word or "").lower()
-        if not word:
-            continue
-        key = (word, edit.target)
-        tried.setdefault(key, set()).add(edit.id)
-        if edit.flipped:
-            won.setdefault(key, set()).add(edit.id)
-    for (word, target), ids in sorted(tried.items(), key=lambda kv: -len(kv[1])):
-        k, n = len(won.get((word, target), ())), len(ids)
+    verified = flip_counts(data.attacks)
+    for (word, target), (k, n) in sorted(verified.items(), key=lambda kv: -kv[1][1]):
         low, high = wilson_interval(k, n)
         rows.append(FlipRateRow(word, target, k / n, low, high, f"{k}/{n}"))
     return rows
