@@ -208,7 +208,17 @@ def test_bad_image_in_a_prompt_file_is_a_clean_cli_error(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"id": "x7", "prompt": "Tell me", "image": "gone.png"}) + "\n")
     folder = build_tiny_vlm(tmp_path / "m", "llava")
-    code = main(["attribute", "--model", str(folder), "--prompts", str(prompts), "--out", "o"])
+    code = main(
+        [
+            "attribute",
+            "--model",
+            str(folder),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code != 0
     assert "prompt x7: image not found" in capsys.readouterr().err
 
