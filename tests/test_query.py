@@ -49,3 +49,10 @@ def test_prompt_query_carries_its_image():
     prompt = Prompt("Describe it", "p", "benign", image=Path("x.png"))
     assert prompt.query == Query("Describe it", Path("x.png"))
     assert Prompt("Describe it", "q").query == Query("Describe it")
+
+
+def test_a_text_only_model_is_asked_the_text(tiny_subjects):
+    subject = tiny_subjects["byte_bpe"]
+    encoded = subject.encode(Query("Tell me a story", Path("a.png")))
+    assert encoded.query == Query("Tell me a story")
+    assert encoded.input_ids == subject.encode("Tell me a story").input_ids

@@ -384,3 +384,13 @@ def test_image_controls_equal_the_pixel_path(vlm, images, tmp_path):
     }
     for name, value in expected.items():
         assert controls["a"][name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_faithfulness_curves_keep_the_image(vlm, images):
+    from probe.attribution.faithfulness import faithfulness
+
+    prompt = Prompt(TEXTS[0], "a", "harmful", image=images[2])
+    (record,) = get_attributor("occlusion").attribute(vlm, [prompt])
+    result = faithfulness(vlm, record)
+    assert result.deletion_curve[0] == pytest.approx(_hf_margin(vlm, prompt.query), abs=1e-4)
+    assert result.insertion_curve[-1] == pytest.approx(result.deletion_curve[0], abs=1e-4)
