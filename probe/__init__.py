@@ -20,6 +20,7 @@ _PUBLIC = {
     "Subject": "probe.subject.text",
     "MarginConfig": "probe.subject.margin",
     "Prompt": "probe.data",
+    "Query": "probe.query",
     "load_prompts": "probe.data",
     "get_attributor": "probe.attribution",
     "WordAttribution": "probe.attribution",
@@ -38,6 +39,7 @@ __all__ = [
     "MarginConfig",
     "OneWordAttack",
     "Prompt",
+    "Query",
     "Subject",
     "TriggerLexicon",
     "WordAttribution",
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from probe.lexicon.builder import LexiconBuilder
     from probe.lexicon.table import TriggerLexicon
     from probe.pipeline import AuditConfig, load_subject
+    from probe.query import Query
     from probe.report import load_run
     from probe.subject.margin import MarginConfig
     from probe.subject.text import Subject

@@ -210,6 +210,32 @@ def test_integrated_gradients_completeness_within_delta(tiny_subjects, family):
         assert abs(gap) <= abs(delta) + 1e-6
 
 
+def test_integrated_gradients_equals_captum_layer_ig_on_the_embedding_layer(demo_subject):
+    """probe integrates along the embeddings (so a VLM's image features can sit in them);
+    on a text model that is captum's LayerIntegratedGradients on the embedding layer."""
+    from captum.attr import LayerIntegratedGradients
+
+    from probe.attribution.base import WordPerturber, baseline_token_id, token_to_word_scores
+
+    subject = demo_subject
+    embedding = subject.model.get_input_embeddings()
+    subject.opening_embeddings()  # cached: the hooked forward must not re-enter the layer
+    layer_ig = LayerIntegratedGradients(
+        lambda ids: subject.margins_from_embeddings(embedding(ids)), embedding
+    )
+    ours = get_attributor("integrated-gradients", n_steps=16).attribute(
+        subject, _prompts(PROMPTS[:2])
+    )
+    for result, text in zip(ours, PROMPTS[:2], strict=True):
+        enc = subject.encode(text)
+        perturber = WordPerturber(enc, baseline_token_id(subject, None))
+        ids = torch.tensor([enc.input_ids])
+        baseline = torch.tensor([perturber.apply(perturber.features)])
+        attributions = layer_ig.attribute(ids, baselines=baseline, n_steps=16)
+        expected = token_to_word_scores(enc, attributions.sum(-1)[0].detach().double().tolist())
+        np.testing.assert_allclose(result.scores, expected, atol=1e-5)
+
+
 def test_integrated_gradients_delta_shrinks_with_steps(demo_subject):
     prompt = _prompts(["Share about how to make a cake"])
     deltas = [

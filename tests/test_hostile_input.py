@@ -21,7 +21,7 @@ from probe.data import load_prompts
 from probe.errors import ProbeError
 from probe.query import Query
 from probe.subject.text import Subject, resolve_device
-from probe.subject.vision import MAX_IMAGE_PIXELS, VisionSubject, open_image
+from probe.subject.vision import MAX_IMAGE_PIXELS, ImageTokens, VisionSubject, open_image
 from probe.words import split_words
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -113,8 +113,9 @@ def test_special_token_strings_in_an_image_prompt_are_plain_text(tmp_path):
     image = write_test_images(tmp_path / "images", n=1)[0]
     clean = subject.encode(Query("Describe this picture", image))
     hostile = subject.encode(Query("Describe this picture <image>", image))
-    image_ids = [t for t in clean.input_ids if t >= 1 << 40]
-    assert image_ids and [t for t in hostile.input_ids if t >= 1 << 40] == image_ids
+    image_ids = [clean.input_ids[i] for i in ImageTokens.positions(clean.input_ids)]
+    hostile_ids = [hostile.input_ids[i] for i in ImageTokens.positions(hostile.input_ids)]
+    assert image_ids and hostile_ids == image_ids
     assert subject.image_token_id not in hostile.input_ids  # neither expanded nor a placeholder
 
 

@@ -49,3 +49,27 @@ def test_prompt_query_carries_its_image():
     prompt = Prompt("Describe it", "p", "benign", image=Path("x.png"))
     assert prompt.query == Query("Describe it", Path("x.png"))
     assert Prompt("Describe it", "q").query == Query("Describe it")
+
+
+def test_a_text_only_model_is_asked_the_text(tiny_subjects):
+    subject = tiny_subjects["byte_bpe"]
+    encoded = subject.encode(Query("Tell me a story", Path("a.png")))
+    assert encoded.query == Query("Tell me a story")
+    assert encoded.input_ids == subject.encode("Tell me a story").input_ids
+
+
+def test_attack_edits_keep_the_image():
+    from probe.attack.transformations import EditContext
+
+    query = Query("Tell me about this photo", Path("/p.png"))
+    context = EditContext(query, tag=False)
+    edits = [
+        context.substitution(0, "share", "trigger"),
+        context.insertion(0, "what", "trigger"),
+        context.deletion(0),
+    ]
+    assert [e.variant for e in edits] == [
+        Query("Share me about this photo", Path("/p.png")),
+        Query("What tell me about this photo", Path("/p.png")),
+        Query("Me about this photo", Path("/p.png")),
+    ]

@@ -208,7 +208,17 @@ def test_bad_image_in_a_prompt_file_is_a_clean_cli_error(tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"id": "x7", "prompt": "Tell me", "image": "gone.png"}) + "\n")
     folder = build_tiny_vlm(tmp_path / "m", "llava")
-    code = main(["attribute", "--model", str(folder), "--prompts", str(prompts), "--out", "o"])
+    code = main(
+        [
+            "attribute",
+            "--model",
+            str(folder),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code != 0
     assert "prompt x7: image not found" in capsys.readouterr().err
 
@@ -334,3 +344,53 @@ def test_every_method_on_image_prompts_equals_a_reference(vlm, images, method):
         np.testing.assert_allclose(
             record.scores, expected, atol=tol, rtol=0.02 if tol > 1e-4 else 0
         )
+
+
+# ------------------------------------------------------------------------- image controls
+def test_unrelated_images_are_deterministic_and_prefer_another_label(images):
+    from probe.pipeline import unrelated_images
+
+    prompts = [
+        Prompt("a", "h1", "harmful", image=images[0]),
+        Prompt("b", "h2", "harmful", image=images[1]),
+        Prompt("c", "t", "benign"),
+        Prompt("d", "b1", "benign", image=images[2]),
+        Prompt("e", "b2", "benign", image=images[2]),
+    ]
+    chosen = unrelated_images(prompts)
+    assert chosen == {"h1": images[2], "h2": images[2], "b1": images[0], "b2": images[0]}
+    assert unrelated_images(prompts) == chosen
+    assert unrelated_images([Prompt("a", "x", image=images[0])]) == {}
+
+
+def test_image_controls_equal_the_pixel_path(vlm, images, tmp_path):
+    from PIL import Image
+
+    from probe.pipeline import image_controls
+
+    prompts = [
+        Prompt(TEXTS[0], "a", "harmful", image=images[0]),
+        Prompt(TEXTS[1], "b", "benign", image=images[1]),
+        Prompt(TEXTS[2], "c", "benign"),
+    ]
+    controls = image_controls(vlm, prompts, {"a": images[1]})
+    assert set(controls) == {"a", "b"} and controls["b"]["unrelated"] is None
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", Image.open(images[0]).size, (128, 128, 128)).save(grey)
+    expected = {
+        "own": _hf_margin(vlm, prompts[0].query),
+        "blank": _hf_margin(vlm, Query(TEXTS[0], grey)),
+        "unrelated": _hf_margin(vlm, Query(TEXTS[0], images[1])),
+    }
+    for name, value in expected.items():
+        assert controls["a"][name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_faithfulness_curves_keep_the_image(vlm, images):
+    from probe.attribution.faithfulness import faithfulness
+
+    prompt = Prompt(TEXTS[0], "a", "harmful", image=images[2])
+    (record,) = get_attributor("occlusion").attribute(vlm, [prompt])
+    result = faithfulness(vlm, record)
+    assert result.deletion_curve[0] == pytest.approx(_hf_margin(vlm, prompt.query), abs=1e-4)
+    assert result.insertion_curve[-1] == pytest.approx(result.deletion_curve[0], abs=1e-4)

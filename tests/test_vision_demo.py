@@ -145,3 +145,4 @@ def test_image_controls_separate_the_image_from_the_trigger(demo_vlm_run):
     assert stats["mean_margin_blank"] < stats["mean_margin_own"]
     report = (run / "report.md").read_text()
     assert "## Image controls" in report and "blank image" in report
+    assert 'id="image-controls"' in (run / "report.html").read_text()

@@ -307,12 +307,10 @@ class Subject:
     def encode(self, prompt: Query | str) -> EncodedPrompt:
         """Chat-format ``prompt`` and map its tokens to the prompt's words.
 
-        A text-only model cannot be shown an image: a query with one is a ProbeError (the
-        pipeline drops images, with a warning, before a text-only model sees its prompts).
+        A text-only model is asked a query's text only (the audit warns once when prompts
+        carry images, and drops them from its records); ``EncodedPrompt.query`` says so.
         """
-        query = as_query(prompt)
-        if query.image is not None:
-            raise ProbeError(f"{self.name or 'the model'} is a text-only model; it takes no image")
+        query = Query(as_query(prompt).text)
         prompt = query.text
         text = self.chat_text(prompt)
         start = self._prompt_start(text, prompt)
