@@ -7,7 +7,6 @@ unknown model name fails fast instead of waiting on the network.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,7 +14,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 
 import pytest  # noqa: E402
 from tiny_models import FAMILIES, build_tiny_model  # noqa: E402

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 SAME = ("responses.jsonl", "attributions.jsonl", "attacks.jsonl", "lexicon.json", "lexicon.csv")
 
 
@@ -30,7 +30,7 @@ def _audit(
     launcher: list[str], run: Path, cache: Path, program: tuple[str, ...] = ("-m", "probe.cli")
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ, PROBE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     args = ["audit", "--out", str(run), "--max-prompts", "64", "--batch-size", "8"]
     return subprocess.run(
         [*launcher, *program, *args],

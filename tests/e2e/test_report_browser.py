@@ -15,13 +15,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 from probe.lexicon.table import LexiconEntry, TriggerLexicon
 from probe.report import render_report
 from probe.rundir import write_jsonl, write_lexicon, write_summary
 from probe.words import split_words
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = REPO / "tests" / "artifacts"
 SCRIPT = "<script>alert('x')</script>"
 IMG = '<img src=x onerror="alert(1)">'
 CHROMIUM_FLAGS = [

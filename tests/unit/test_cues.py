@@ -8,17 +8,16 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pytest
+from paths import REPO
 
 from probe.errors import ProbeError
 from probe.lexicon.cues import DataCueMiner, mine_dataset, word_tokens
 from probe.lexicon.table import TriggerLexicon
 
-REPO = Path(__file__).resolve().parents[1]
 VLGUARD_TRAIN = REPO.parent / "shared" / "data" / "vlguard" / "train.json"
 
 # Any-position fixture. Document-frequency units per prompt:

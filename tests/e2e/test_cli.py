@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 
 import probe.audit
 import probe.demos.text
@@ -25,8 +26,7 @@ from probe.cli import EXIT_INTERRUPTED, main
 from probe.errors import ProbeError
 from probe.lexicon.table import TriggerLexicon
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = REPO.parent / "shared"
 VLGUARD_TRAIN = SHARED / "data" / "vlguard" / "train.json"
 FAST_S = 15.0  # generous: the point is "no model was loaded or trained", not a benchmark
 

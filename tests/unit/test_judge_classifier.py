@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED_DATA
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -31,9 +32,10 @@ from probe.judge import (
 from probe.judge.classifier import choose_threshold
 from probe.resources import lexicon_path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PYRIT = [DATA / "pyrit_refusal_eval" / f for f in ("refusal.csv", "refusal_extra.csv")]
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder absent: {DATA}")
+PYRIT = [SHARED_DATA / "pyrit_refusal_eval" / f for f in ("refusal.csv", "refusal_extra.csv")]
+needs_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"shared data folder absent: {SHARED_DATA}"
+)
 
 # Refusals without a refusal phrase (lectures, moderation verdicts) and ordinary answers.
 LECTURES = [
@@ -295,10 +297,10 @@ def test_shipped_weights_are_reproduced_by_the_fit_command(tmp_path: Path) -> No
 def test_vlguard_fitted_combined_judge_meets_the_acceptance_bar(tmp_path: Path) -> None:
     """Fitted on VLGuard train with `probe judge fit`: recall >= 0.97, precision >= 0.98 on test."""
     weights = tmp_path / "vlguard.json"
-    train = str(DATA / "vlguard" / "train.json")
+    train = str(SHARED_DATA / "vlguard" / "train.json")
     assert _cli(["judge", "fit", "--responses", train, "--out", str(weights)])[0] == 0
     code, out, _ = _cli(
-        ["judge", "eval", "--responses", str(DATA / "vlguard" / "test.json"),
+        ["judge", "eval", "--responses", str(SHARED_DATA / "vlguard" / "test.json"),
          "--judge-weights", str(weights)]
     )  # fmt: skip
     metrics = json.loads(out)

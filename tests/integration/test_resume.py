@@ -30,7 +30,6 @@ from probe.errors import ProbeError
 from probe.pipeline import attribute_prompts
 from probe.rundir import KILLED, is_locked, run_status
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH = "4"  # small chunks: many chunk boundaries for a kill to fall between
 RECORD_FILES = ("responses.jsonl", "attributions.jsonl", "attacks.jsonl", "lexicon.json")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import SHARED_DATA
 
 from probe.data import (
     FORMATS,
@@ -22,8 +23,6 @@ from probe.data import (
     save_prompts,
 )
 from probe.errors import ProbeError
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def write(path: Path, text: str) -> Path:

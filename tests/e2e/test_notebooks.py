@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 
 import pytest
+from paths import REPO, SHARED_DATA
 
 nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' (needs nbformat)")
 nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]' (needs nbclient)")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 CELL_TIMEOUT_S = 600  # the quickstart's audit cell; every other cell takes seconds
 
 
@@ -79,7 +80,7 @@ def test_quickstart_runs(kernel_env):
 
 
 def test_vlguard_data_cues_runs(kernel_env):
-    train = Path(__file__).resolve().parents[2] / "shared" / "data" / "vlguard" / "train.json"
+    train = SHARED_DATA / "vlguard" / "train.json"
     if not train.is_file() or os.environ.get("PROBE_SHARED_DIR"):
         pytest.skip(f"shared VLGuard data absent: {train}")
     text = _text(_execute(NOTEBOOKS / "vlguard_data_cues.ipynb"))

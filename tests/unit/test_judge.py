@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from paths import SHARED_DATA
 
 from probe.errors import ProbeError
 from probe.judge import (
@@ -20,8 +21,9 @@ from probe.judge import (
 )
 from probe.resources import lexicon_path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder absent: {DATA}")
+needs_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"shared data folder absent: {SHARED_DATA}"
+)
 
 
 @pytest.fixture(scope="module", params=["keyword", "combined"])
@@ -194,11 +196,11 @@ def test_shipped_combined_judge_keeps_keyword_precision(name: str) -> None:
 
 
 def _benchmark_set(name: str) -> tuple[list[str], list[bool]]:
-    pyrit = [DATA / "pyrit_refusal_eval" / f for f in ("refusal.csv", "refusal_extra.csv")]
+    pyrit = [SHARED_DATA / "pyrit_refusal_eval" / f for f in ("refusal.csv", "refusal_extra.csv")]
     loaders = {
         "pyrit (on-topic)": lambda: load_refusal_eval(pyrit, on_topic_only=True),
         "pyrit (all)": lambda: load_refusal_eval(pyrit),
-        "vlguard train": lambda: load_vlguard_responses(DATA / "vlguard" / "train.json"),
-        "vlguard test": lambda: load_vlguard_responses(DATA / "vlguard" / "test.json"),
+        "vlguard train": lambda: load_vlguard_responses(SHARED_DATA / "vlguard" / "train.json"),
+        "vlguard test": lambda: load_vlguard_responses(SHARED_DATA / "vlguard" / "test.json"),
     }
     return loaders[name]()

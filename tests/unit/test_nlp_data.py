@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 _REPORT = """
 import json, warnings
 with warnings.catch_warnings(record=True) as caught:
