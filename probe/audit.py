@@ -6,10 +6,9 @@ with the same ``--out`` resumes: each stage reuses the records already written (
 ``summary.json["resumed"]``) and a changed setting is refused unless ``--fresh`` is given.
 SIGINT and SIGTERM end the run with an honest status ("interrupted" / "terminated"); a run
 killed outright keeps status "running" under a lock that died with it, which the report and a
-rerun read as ``rundir.KILLED``. Under ``torchrun`` or
-``accelerate launch`` the stages are shared out across the processes and rank 0 writes the run
-directory (``summary.json["world_size"]``); an error on any rank stops every rank
-(``World.together``).
+rerun read as ``rundir.KILLED``. Under ``torchrun`` or ``accelerate launch`` the stages are
+shared out across the processes and rank 0 writes the run directory
+(``summary.json["world_size"]``); an error on any rank stops every rank (``World.together``).
 """
 
 from __future__ import annotations
