@@ -5,9 +5,10 @@ locked while the run is active, with every per-prompt record appended as it is m
 with the same ``--out`` resumes: each stage reuses the records already written (counted in
 ``summary.json["resumed"]``) and a changed setting is refused unless ``--fresh`` is given.
 SIGINT and SIGTERM end the run with an honest status ("interrupted" / "terminated"); a run
-killed outright keeps status "running" under a lock that died with it. Under ``torchrun`` or
-``accelerate launch`` the stages are shared out across the processes and rank 0 writes the run
-directory (``summary.json["world_size"]``).
+killed outright keeps status "running" under a lock that died with it, which the report and a
+rerun read as ``rundir.KILLED``. Under ``torchrun`` or ``accelerate launch`` the stages are
+shared out across the processes and rank 0 writes the run directory
+(``summary.json["world_size"]``); an error on any rank stops every rank (``World.together``).
 """
 
 from __future__ import annotations
@@ -381,9 +382,13 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         with stop_on_signals():
             try:
                 failures = _Failures(folder / "failures.jsonl", world)
+                # The tagger and WordNet (seconds to load) load while the model stages run.
+                warming = threading.Thread(target=warm_language_data, daemon=True)
+                warming.start()
                 subject, judge, prompts, responses, calibration, output = _first_stages(
                     config, world, run, failures, stages, progress, prompts
                 )
+                warming.join()
                 lexicon = _lexicon_stage(config, world, run, output, prompts)
                 result = _attack_stage(
                     config, world, run, failures, stages, progress, subject, judge, lexicon,
@@ -420,18 +425,23 @@ def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerL
                 )
         return lexicon
 
-    if not world.is_main:
-        warm_language_data()  # while rank 0 fits: the attack's tagger and WordNet load here
     lexicon = world.on_main(fit)
     run.stage("lexicon")
     return lexicon
 
 
 def warm_language_data() -> None:
-    """Load the POS tagger and WordNet now (first use costs seconds), if they are installed."""
-    universal_tags(["Tell", "me", "how"])
-    wordnet_synonyms("tell", "VERB")
-    word_normaliser(lemmatize=True)("tells")
+    """Load the POS tagger and WordNet now (first use costs seconds), if they are installed.
+
+    Run in a background thread while the model stages (which never use them) compute; an
+    error is left for the first real use, in the main thread, to raise and report.
+    """
+    try:
+        universal_tags(["Tell", "me", "how"])
+        wordnet_synonyms("tell", "VERB")
+        word_normaliser(lemmatize=True)("tells")
+    except Exception:  # noqa: BLE001, S110 - the lexicon stage makes the same calls and reports
+        pass
 
 
 def _keyword_judge_metrics(prompts, responses: dict[str, dict]) -> dict:
