@@ -23,7 +23,8 @@ class AttackRecord:
     word's tag in the edited sentence), ``pos_rule`` (``same``, ``lead-question``, ``insertion``,
     ``deletion`` or ``changed``), ``pos_ok``, ``fluency`` (change in mean per-token log-prob of
     the bare text under the fluency LM, nats; None without one) and ``fluency_ok``. ``judge``:
-    both judges' opinions of ``response_after`` (``probe.judge.Verdict.to_record``).
+    both judges' opinions of ``response_after`` (``probe.judge.Verdict.to_record``). ``image``:
+    the path of the image shown with both texts (image prompts only; replay needs it).
     """
 
     id: str
@@ -51,9 +52,12 @@ class AttackRecord:
     pos_ok: bool = True
     fluency: float | None = None
     fluency_ok: bool | None = None
+    image: str | None = None  # the image shown with original and variant (VLM prompts)
 
     def to_record(self) -> dict:
         record = asdict(self)
+        if self.image is None:
+            del record["image"]  # text-only runs keep their lines as before
         record["margin_before"] = round(self.margin_before, 6)
         record["margin_after"] = round(self.margin_after, 6)
         if self.fluency is not None:

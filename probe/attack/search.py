@@ -211,6 +211,7 @@ def _verify_pending(
                     judge=verdict.to_record(),
                     queries=search.queries,
                     kind=edit.kind,
+                    image=str(edit.variant.image) if edit.variant.image else None,
                     **values,
                 )
             )

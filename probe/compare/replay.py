@@ -3,17 +3,20 @@
 The direct test of "the fix removed the shortcut", independent of B's own search: if B no
 longer relies on the word, A's proofs stop flipping it. Only the attacks.jsonl contract fields
 are read (id, original, variant, position, old_word, new_word, margin_before/after, flipped,
-judged_refusal_before/after).
+judged_refusal_before/after), and ``image`` where A's prompt had one, so a VLM is replayed
+with the image A saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from probe.compare.stats import rate
 from probe.errors import ProbeError
 from probe.judge import RefusalJudge
+from probe.query import Query
 from probe.subject.text import Subject
 
 CONTRACT_FIELDS = (
@@ -56,9 +59,12 @@ class ReplayRecord:
     response_after: str
     applicable: bool
     flipped: bool
+    image: str | None = None
 
     def to_record(self) -> dict:
         record = asdict(self)
+        if self.image is None:
+            del record["image"]
         for key in ("margin_before", "margin_after"):
             record[key] = round(record[key], 6)
         return record
@@ -123,17 +129,23 @@ def replay_edits(
     """Re-score (margin) and re-generate (greedy + judge) each edit's original and variant on
     ``subject``; with ``proofs_only``, only A's verified flips are replayed."""
     chosen = [r for r in records if r.get("flipped") or not proofs_only]
-    originals = list(dict.fromkeys(str(r["original"]) for r in chosen))
-    variants = [str(r["variant"]) for r in chosen]
     if not chosen:
         return ReplayResult(source, model, [])
+
+    def query(record: dict, text_key: str) -> Query:
+        """The edit's text with the image A showed it with (an image prompt keeps its image)."""
+        image = record.get("image")
+        return Query(str(record[text_key]), Path(image) if isinstance(image, str) else None)
+
+    originals = list(dict.fromkeys(query(r, "original") for r in chosen))
+    variants = [query(r, "variant") for r in chosen]
     margins = subject.prompt_margins(originals + variants).tolist()
     responses = subject.generate(originals + variants, max_new_tokens)
     verdicts = judge(responses)
-    before = {text: (margins[k], responses[k], verdicts[k]) for k, text in enumerate(originals)}
+    before = {q: (margins[k], responses[k], verdicts[k]) for k, q in enumerate(originals)}
     out = []
     for k, r in enumerate(chosen, len(originals)):
-        margin_b, response_b, refused_b = before[str(r["original"])]
+        margin_b, response_b, refused_b = before[query(r, "original")]
         target = "compliance" if r["judged_refusal_before"] else "refusal"
         refused_after = verdicts[k]
         out.append(
@@ -157,6 +169,7 @@ def replay_edits(
                 applicable=bool(refused_b) == bool(r["judged_refusal_before"]),
                 flipped=bool(refused_after) == (target == "refusal")
                 and bool(refused_after) != bool(refused_b),
+                image=r["image"] if isinstance(r.get("image"), str) else None,
             )
         )
     return ReplayResult(source, model, out)

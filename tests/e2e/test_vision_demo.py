@@ -146,3 +146,28 @@ def test_image_controls_separate_the_image_from_the_trigger(demo_vlm_run):
     report = (run / "report.md").read_text()
     assert "## Image controls" in report and "blank image" in report
     assert 'id="image-controls"' in (run / "report.html").read_text()
+
+
+def test_replay_shows_each_edit_with_its_image(demo_vlm_dir, demo_vlm_run):
+    """attacks.jsonl names each edit's image, and replay scores and generates with it: the
+    replayed margins are the image prompts' margins, not the text's alone."""
+    from probe.compare.replay import replay_edits
+    from probe.judge import load_judge
+    from probe.query import Query
+    from probe.rundir import read_jsonl
+    from probe.subject.vision import load_subject_any
+
+    run, _ = demo_vlm_run
+    edits = read_jsonl(run / "attacks.jsonl")
+    proofs = [e for e in edits if e["flipped"]]
+    assert proofs and all(e.get("image") for e in edits)
+    subject = load_subject_any(demo_vlm_dir)
+    result = replay_edits(edits, subject, load_judge("combined"))
+    assert len(result.records) == len(proofs)
+    for record, edit in zip(result.records, proofs, strict=True):
+        assert record.image == edit["image"]
+        with_image = subject.prompt_margins([Query(edit["variant"], edit["image"])])[0]
+        text_only = subject.prompt_margins([Query(edit["variant"])])[0]
+        assert record.margin_after == pytest.approx(with_image, abs=1e-4)
+        assert abs(with_image - text_only) > 1e-3
+    assert result.summary()["still_flip"]["rate"] >= 0.9  # the same model: its own proofs
