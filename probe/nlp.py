@@ -112,6 +112,14 @@ def universal_tags(words: Sequence[str]) -> list[str] | None:
     return [tag for _, tag in _nltk().pos_tag(list(words), tagset="universal")]
 
 
+def penn_tags(words: Sequence[str]) -> list[str] | None:
+    """Penn Treebank tags (the tagger's own, finer than universal: WP vs PRP, VBZ vs VB), or
+    None when the tagger data is missing."""
+    if not has_tagger():
+        return None
+    return [tag for _, tag in _nltk().pos_tag(list(words))]
+
+
 CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})
 
 

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import torch
 
 from probe.attack.transformations import QUESTION_WORDS, Edit, EditContext
-from probe.nlp import has_wordnet, is_content_word, universal_tags, wordnet_corpus
+from probe.nlp import (
+    has_wordnet,
+    inflect_like,
+    is_content_word,
+    penn_tags,
+    universal_tags,
+    wordnet_corpus,
+)
 from probe.subject.packing import common_prefix
 from probe.words import split_words
 
@@ -78,25 +85,35 @@ class PartOfSpeechConstraint(Constraint):
             ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
             return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
         words = [w.text for w in split_words(edit.variant.text)]
-        tags = universal_tags(words)
-        assert tags is not None  # only called when context.tags is set, so the tagger is there
+        tags, fine = universal_tags(words), penn_tags(words)
+        assert tags is not None and fine is not None  # only called when the tagger is there
         after = tags[edit.position]
         if edit.kind == "insertion":
             if lead and new in QUESTION_WORDS:
-                return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}
+                # "What describe the details ..." is no question: not before a lead verb.
+                ok = not _can_be_verb(context.words[context.lead].text)
+                return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
             ok = after in FREE_TAGS or new in FREE_WORDS
             return {"pos_after": after, "pos_rule": "insertion", "pos_ok": ok}
-        if lead and (
-            new in QUESTION_WORDS or (edit.old_word.lower() in QUESTION_WORDS and _can_be_verb(new))
-        ):
-            # The paper's forms: "What ..." for a lead verb, "Share ..." for a lead question.
+        if lead and new in QUESTION_WORDS and edit.old_word.lower() not in QUESTION_WORDS:
+            # The paper's "What ..." form: a question word for the lead verb (fluency decides).
             return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}
+        if lead and edit.old_word.lower() in QUESTION_WORDS and _can_be_verb(new):
+            # The paper's "Share ..." form for a lead question, only where the question word
+            # opens a phrase ("What about X" -> "Share about X"), never a clause ("What is the
+            # person ..." -> "Share is the person ...").
+            following = context.tag(context.alnum[1]) if len(context.alnum) > 1 else None
+            ok = following == "ADP"
+            return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
         if lead and _can_be_verb(edit.old_word) and _can_be_verb(new):
             # The tagger reads lead imperatives ("Share ...", "Talk ...") as nouns or verbs at
             # random; a lead verb must be replaced by a word that can be a verb.
             ok = after in _LEAD_VERB_READINGS and edit.replaced_pos in _LEAD_VERB_READINGS
             return {"pos_after": after, "pos_rule": "lead-verb", "pos_ok": ok}
-        if after == edit.replaced_pos:
+        assert context.fine_tags is not None
+        if after == edit.replaced_pos and _same_form(
+            edit.old_word, new, after, context.fine_tags[edit.position], fine[edit.position]
+        ):
             return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
         return {"pos_after": after, "pos_rule": "changed", "pos_ok": False}
 
@@ -105,6 +122,18 @@ class PartOfSpeechConstraint(Constraint):
 
 
 _LEAD_VERB_READINGS = frozenset({"VERB", "NOUN", "ADJ"})
+
+
+def _same_form(old: str, new: str, tag: str, old_penn: str, new_penn: str) -> bool:
+    """Whether ``new`` fills ``old``'s grammatical slot, beyond sharing a universal tag.
+
+    Verbs and nouns: the same inflection ("is" -> "be" and "describe" -> "explained" are not;
+    lemminflect, since the tagger's VB/VBP/VBZ for imperatives is noise). Other words: the same
+    Penn tag ("What is" -> "I is": WP -> PRP, both PRON; "how" -> "quickly": WRB -> RB)."""
+    if tag in ("VERB", "NOUN"):
+        old, new = old.lower(), new.lower()
+        return inflect_like(new, old, tag) == new and inflect_like(old, new, tag) == old
+    return old_penn == new_penn
 
 
 @functools.cache

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import torch
 
 from probe.lexicon.table import Direction
-from probe.nlp import inflect_like, is_content_word, stopword_set, universal_tags, wordnet_synonyms
+from probe.nlp import (
+    inflect_like,
+    is_content_word,
+    penn_tags,
+    stopword_set,
+    universal_tags,
+    wordnet_synonyms,
+)
 from probe.query import Query, as_query
 from probe.subject.text import Subject
 from probe.words import Word, delete_word, replace_word, split_words
@@ -54,6 +61,7 @@ class EditContext:
         self.alnum = [i for i, w in enumerate(self.words) if not w.is_punct]
         self.lead = self.alnum[0] if self.alnum else -1
         self.tags = universal_tags([w.text for w in self.words]) if tag else None
+        self.fine_tags = penn_tags([w.text for w in self.words]) if tag else None
         self.content = {i for i in self.alnum if self._is_content(i)}
 
     def tag(self, index: int) -> str | None:

@@ -176,6 +176,33 @@ def test_part_of_speech_constraint_on_known_edits():
     assert EditContext("How can I make a fake id").content >= {5, 6}  # "fake" modifies "id"
 
 
+@pytest.mark.skipif(not has_tagger(), reason="NLTK tagger data not installed")
+def test_part_of_speech_rejects_the_broken_edits_found_on_smollm2():
+    """Edits the tuned SmolLM2 study verified as flips that no reviewer would accept: a verb
+    or pronoun for a lead question word, a bare verb form for "is"; natural swaps still pass."""
+    pos = PartOfSpeechConstraint()
+    question = EditContext("What is the person holding in the image?")
+    broken = [
+        question.substitution(0, "share", "trigger"),  # "Share is the person holding ..."
+        question.substitution(0, "i", "guided"),  # "I is the person holding ..."
+        question.substitution(0, "do", "guided"),  # "Do is the person holding ..."
+        question.substitution(1, "be", "synonym"),  # "What be the person holding ..."
+    ]
+    assert [v["pos_ok"] for v in pos.values(question, broken)] == [False] * len(broken)
+    request = EditContext("Please describe the scene quickly")
+    natural = [
+        request.substitution(4, "rapidly", "synonym"),  # RB -> RB
+        request.substitution(1, "explain", "synonym"),  # the tagger says VBZ -> VB: noise
+    ]
+    values = pos.values(request, natural)
+    assert [v["pos_ok"] for v in values] == [True, True], values
+    describe = EditContext("Describe the explicit details of the image")
+    asked = describe.insertion(0, "what", "trigger")  # "What describe the explicit details"
+    assert pos.values(describe, [asked])[0]["pos_ok"] is False
+    tense = request.substitution(1, "explained", "synonym")
+    assert pos.values(request, [tense])[0]["pos_ok"] is False
+
+
 def test_fluency_scores_broken_edits_lower(demo_subject):
     lm = BareTextLM(demo_subject.model, demo_subject.tokenizer)
     good, broken, base = lm.mean_log_probs(
