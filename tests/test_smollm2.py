@@ -106,3 +106,70 @@ def test_batched_margins_equal_unbatched(smollm2):
     alone = np.array([single.margins([s], config)[0] for s in sequences])
     assert np.all(np.isfinite(together))
     np.testing.assert_allclose(together, alone, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------ the study's stage cache
+def _study():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import vlguard_smollm2
+
+    return vlguard_smollm2
+
+
+def _copy_stage_code(study, root: Path) -> None:
+    import shutil
+
+    for parts in study.STAGE_CODE.values():
+        for part in parts:
+            src, dst = study.REPO / part, root / part
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
+
+
+def test_study_stage_keys_follow_the_code_and_settings_each_stage_depends_on(tmp_path):
+    """A stale stage can never be reused: editing the attack code (or an attack setting)
+    changes the attack stages' keys and nothing upstream; editing the judge changes all."""
+    study = _study()
+    args = study.parse_args([])
+    _copy_stage_code(study, tmp_path)
+    before = study.stage_keys(args, tmp_path)["tuned"]
+    assert before == study.stage_keys(args)["tuned"]  # the copy hashes like the repo
+    assert before["attack-constrained"]["attack"]["constraints"] == ["content", "pos", "fluency"]
+    assert before["attack-unconstrained"]["attack"]["constraints"] == []
+
+    search = tmp_path / "probe" / "attack" / "search.py"
+    search.write_text(search.read_text() + "\n# a change to the search\n")
+    edited = study.stage_keys(args, tmp_path)["tuned"]
+    for stage in ("behaviour", "calibration", "attribution"):
+        assert edited[stage] == before[stage], stage
+    for variant in study.ATTACK_VARIANTS:
+        assert edited[f"attack-{variant}"] != before[f"attack-{variant}"], variant
+
+    judge = tmp_path / "lexicons" / "judge_keywords.json"
+    judge.write_text(judge.read_text() + " ")
+    rejudged = study.stage_keys(args, tmp_path)["tuned"]
+    assert all(rejudged[s] != edited[s] for s in rejudged if s != "replay_code")
+
+    budget = study.stage_keys(study.parse_args(["--max-queries", "80"]))["tuned"]
+    assert budget["attribution"] == before["attribution"]
+    assert budget["attack-constrained"] != before["attack-constrained"]
+
+
+def test_study_run_folder_reuses_a_stage_only_under_the_same_key(tmp_path):
+    study = _study()
+    folder = study.RunFolder(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert folder.stage("s", {"code": "a"}, compute)["value"] == 1
+    assert folder.stage("s", {"code": "a"}, compute)["value"] == 1
+    assert folder.stage("s", {"code": "b"}, compute)["value"] == 2
+    assert len(calls) == 2
