@@ -379,10 +379,30 @@ def ensure_balanced_model(seed: int = 0) -> Path:
 
 def _ensure_trained(folder: Path, what: str, train) -> Path:
     """``folder`` made by ``train(staging)`` on first use; renamed into place only when complete
-    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model."""
-    if (folder / "probe_study.json").is_file():
-        log(f"{what}: reusing {folder}")
-        return folder
+    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model.
+    A lock file beside it makes a second process wait for a build under way, not start one."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f"{folder.name}.lock").open("a") as lock:
+        if not (folder / "probe_study.json").is_file():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"{what}: another process is building {folder}; waiting for it")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "probe_study.json").is_file():
+            log(f"{what}: reusing {folder}")
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        try:
+            info = train(staging)
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+            log(f"{what}: trained in {info['train_seconds']:.0f} s, saved to {folder}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
@@ -705,9 +725,17 @@ STAGE_CODE = {
 ATTACK_VARIANTS = {"constrained": {}, "unconstrained": {"constraints": ()}}
 
 
-def source_hash(parts: tuple[str, ...], root: Path = REPO) -> str:
-    """Hash (12 hex digits) of the files ``parts`` under ``root`` (a folder stands for every
-    ``*.py`` below it): names and contents, in a stable order."""
+def probe_root() -> Path:
+    """The checkout whose ``probe`` package is imported: the code a stage actually runs."""
+    import probe
+
+    return Path(probe.__file__).resolve().parents[1]
+
+
+def source_hash(parts: tuple[str, ...], root: Path | None = None) -> str:
+    """Hash (12 hex digits) of the files ``parts`` under ``root`` (default: the imported
+    probe's checkout; a folder stands for every ``*.py`` below it): names and contents."""
+    root = root or probe_root()
     digest = hashlib.sha256()
     for part in parts:
         base = root / part
@@ -746,7 +774,7 @@ def make_attack(variant: str, args):
     )
 
 
-def model_keys(args, model: str, root: Path = REPO, paper_sets: bool = True) -> dict:
+def model_keys(args, model: str, root: Path | None = None, paper_sets: bool = True) -> dict:
     """The settings and code versions each stage of one model's audit depends on (a stage
     reruns when its key changes): behaviour (sample, data, model, generation and judge code),
     calibration (+ openings), attribution (+ its code), and each attack variant (+ the
@@ -780,7 +808,7 @@ def model_keys(args, model: str, root: Path = REPO, paper_sets: bool = True) -> 
     return keys
 
 
-def stage_keys(args, root: Path = REPO) -> dict[str, dict]:
+def stage_keys(args, root: Path | None = None) -> dict[str, dict]:
     """Stage keys of the base (as shipped), tuned and balanced models (see ``model_keys``)."""
     return {
         "base": model_keys(args, GGUF_FILE, root, paper_sets=not args.skip_base_paper_sets),
