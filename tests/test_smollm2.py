@@ -173,3 +173,50 @@ def test_study_run_folder_reuses_a_stage_only_under_the_same_key(tmp_path):
     assert folder.stage("s", {"code": "a"}, compute)["value"] == 1
     assert folder.stage("s", {"code": "b"}, compute)["value"] == 2
     assert len(calls) == 2
+
+
+def test_study_attack_stage_resumes_per_prompt(tmp_path, demo_subject):
+    """The attack stage keeps one line per prompt: a larger sample attacks only the new
+    prompts, a line cut by a kill is attacked again, and another key starts over."""
+    from probe.attribution import get_attributor
+    from probe.demos.text import demo_prompts
+    from probe.judge import RefusalJudge
+
+    study = _study()
+    prompts = demo_prompts(0, per_group=1)
+    judge = RefusalJudge.default()
+    responses = demo_subject.generate([p.prompt for p in prompts], 24)
+    refused = {p.id: v for p, v in zip(prompts, judge(responses), strict=True)}
+    attributions = get_attributor("occlusion").attribute(demo_subject, prompts, progress=False)
+    lexicon = study.build_lexicon(attributions, 0)
+    args = study.parse_args(["--attack-prompts", "2", "--max-new-tokens", "24"])
+    folder = study.RunFolder(tmp_path)
+    path = tmp_path / "stage-demo-attack.jsonl"
+
+    def attack(key: dict) -> dict:
+        return study.attack_stage(
+            folder, "demo-attack", key, lambda: demo_subject, judge, lexicon, prompts,
+            attributions, refused, "constrained", args,
+        )  # fmt: skip
+
+    first = attack({"code": "a"})
+    assert sorted(first["attacked"].values()) == ["compliance", "refusal"]
+    assert first["metrics"]["asr"]["attacked"] == first["metrics"]["over_refusal"]["attacked"] == 1
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and '"code": "a"' in lines[0]
+
+    args.attack_prompts = 3
+    second = attack({"code": "a"})
+    grown = path.read_text().splitlines()
+    assert grown[:3] == lines and len(grown) == 4
+    assert first["attacked"].items() <= second["attacked"].items()
+    assert len(second["attacked"]) == 3
+
+    path.write_text("\n".join(grown[:3]) + "\n" + grown[3][:40])  # killed mid-line
+    third = attack({"code": "a"})
+    assert third["attacked"] == second["attacked"] and third["flipped"] == second["flipped"]
+    assert len(path.read_text().splitlines()) == 4
+
+    attack({"code": "b"})
+    restarted = path.read_text().splitlines()
+    assert '"code": "b"' in restarted[0] and len(restarted) == 4
