@@ -6,16 +6,25 @@ the same constraints, then verifies the crossing ones in margin order until one 
 1000 verifications): the most a one-word search over this space can find. Guided walks
 positions most-decisive first, proposes only the gradient's top words, and stops at the first
 verified flip under a query budget. A query is one margin evaluation, one generation, or one
-gradient pass. Also prints the guided run's metrics with all constraints and with none.
+gradient pass. Also prints the guided run's metrics with all constraints and with none, and
+each search's seconds per attacked prompt (same run, same process, one after another).
 
     python benchmarks/attack_efficiency.py [--model demo] [--prompts FILE --format F]
+    python benchmarks/attack_efficiency.py --smollm2 N   # N unsafe + N safe VLGuard test queries
+
+``--smollm2`` uses the VLGuard-tuned SmolLM2 of benchmarks/vlguard_smollm2.py when it is built
+(never builds it) and the SmolLM2-135M-Instruct GGUF as shipped otherwise; the table says which.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
+
+import torch
 
 from probe.attack import OneWordAttack
 from probe.attribution import get_attributor
@@ -32,6 +41,8 @@ def main() -> None:
     parser.add_argument("--max-prompts", type=int)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--demo-per-group", type=int, help="demo prompts per group (default 16)")
+    parser.add_argument("--smollm2", type=int, metavar="N", help="SmolLM2 on N+N VLGuard queries")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     config = AuditConfig(
         model=args.model,
@@ -40,8 +51,13 @@ def main() -> None:
         max_prompts=args.max_prompts,
         max_new_tokens=args.max_new_tokens,
     )
-    subject = load_subject(config)
-    prompts = load_audit_prompts(config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smollm2:
+        subject, prompts, args.model = smollm2_setup(args.smollm2)
+    else:
+        subject = load_subject(config)
+        prompts = load_audit_prompts(config)
     if args.demo_per_group and args.model == "demo" and not args.prompts:
         from probe.demos.text import demo_prompts
 
@@ -74,7 +90,7 @@ def main() -> None:
     print("all constraints on (content, pos, fluency) unless named")
     print(
         f"{'search':<16} {'ASR':>6} {'over-ref':>9} {'successes':>10} {'queries':>8} "
-        f"{'q/success':>10} {'seconds':>8}"
+        f"{'q/success':>10} {'seconds':>8} {'s/prompt':>9}"
     )
     for name, result, seconds in rows:
         qps = result.queries_per_success
@@ -82,7 +98,7 @@ def main() -> None:
             f"{name:<16} {result.rate('compliance') or 0:>6.3f} "
             f"{result.rate('refusal') or 0:>9.3f} {len(result.flipped_ids):>10} "
             f"{result.queries:>8} {qps if qps is not None else float('nan'):>10.2f} "
-            f"{seconds:>8.1f}"
+            f"{seconds:>8.1f} {seconds / max(1, len(result.attacked)):>9.2f}"
         )
     exhaustive, guided = rows[0][1], rows[1][1]
     if exhaustive.flipped_ids and guided.flipped_ids:
@@ -95,6 +111,18 @@ def main() -> None:
         metrics = result.metrics()
         keep = ("asr", "over_refusal", "flip_share_by_constraint_level")
         print(name, json.dumps({k: metrics[k] for k in keep}, default=str))
+
+
+def smollm2_setup(n: int):
+    """(subject, prompts, model label): the tuned SmolLM2 if built, else the shipped GGUF, and
+    the study's seeded sample of ``n`` unsafe + ``n`` safe VLGuard test queries."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import vlguard_smollm2 as study
+
+    prompts, _, _ = study.study_prompts(n, n, 0)
+    if (study.tuned_dir(0) / "probe_study.json").is_file():
+        return study.load_tuned_subject(0), prompts, "smollm2-vlguard (tuned)"
+    return study.load_base_subject(), prompts, "smollm2 (as shipped)"
 
 
 if __name__ == "__main__":

@@ -188,6 +188,33 @@ def test_fluency_scores_broken_edits_lower(demo_subject):
     assert broken < base and broken < good
 
 
+def test_cached_prefixes_give_the_same_scores(demo_subject):
+    """The attack's speed-ups reuse KV caches; each must score exactly what a full run does."""
+    import numpy as np
+    import torch
+
+    text = "Ask about how to mix bread for school"
+    words = text.split()
+    edits = [" ".join(words[:i] + ["share"] + words[i + 1 :]) for i in range(len(words))]
+    edits += [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
+    lm = BareTextLM(demo_subject.model, demo_subject.tokenizer)
+    full = lm.mean_log_probs(edits)
+    assert np.allclose(lm.mean_log_probs(edits, base=text), full, atol=1e-4)
+
+    base = demo_subject.encode(text).input_ids
+    variants = [demo_subject.encode(e).input_ids for e in edits]
+    cached = demo_subject.shared_prefix_margins(base, variants, prefix=demo_subject.prefill(base))
+    assert np.allclose(cached, demo_subject.margins(variants), atol=1e-4)
+
+    first = 1 + min(i for i, w in enumerate(demo_subject.encode(text).token_word) if w >= 0)
+    embeds = demo_subject.embed(torch.tensor([base])).detach().requires_grad_(True)
+    (whole,) = torch.autograd.grad(demo_subject.margins_from_embeddings(embeds).sum(), embeds)
+    rest = demo_subject.embed(torch.tensor([base[first:]])).detach().requires_grad_(True)
+    margin = demo_subject.margins_from_embeddings(rest, prefix=demo_subject.prefill(base[:first]))
+    (part,) = torch.autograd.grad(margin.sum(), rest)
+    assert torch.allclose(part, whole[:, first:], atol=1e-5)
+
+
 def test_planted_triggers_carry_the_flips(guided):
     words = {r.new_word.lower() for r in guided.records if r.flipped}
     assert TRIGGERS["compliance"] in words and TRIGGERS["refusal"] in words

@@ -16,12 +16,14 @@ attacks.jsonl whether or not it is enforced) and says which edits it accepts.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 
 import torch
 
 from probe.attack.transformations import QUESTION_WORDS, Edit, EditContext
 from probe.nlp import has_wordnet, is_content_word, universal_tags, wordnet_corpus
+from probe.subject.packing import common_prefix
 from probe.words import split_words
 
 FREE_TAGS = frozenset({"ADV", "PRT"})  # tags an insertion or deletion may add or remove
@@ -114,6 +116,9 @@ def _can_be_verb(word: str) -> bool:
     return bool(wordnet.synsets(word.lower(), pos=wordnet.VERB))
 
 
+_PASS_COST = 8  # a forward pass's fixed cost, in tokens (for splitting batches)
+
+
 class BareTextLM:
     """Mean per-token log-probability of bare texts (no chat template) under a causal LM."""
 
@@ -127,29 +132,106 @@ class BareTextLM:
         self.start = start
         pad = tokenizer.pad_token_id
         self.pad = pad if pad is not None else (start if start is not None else 0)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._base: dict[tuple[int, ...], torch.Tensor] = {}  # each base's token log-probs
+
+    def _row(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ([self.start] if self.start is not None else []) + list(ids)
 
     @torch.no_grad()
-    def mean_log_probs(self, texts: Sequence[str]) -> list[float]:
-        out: list[float] = []
-        device = next(self.model.parameters()).device
-        for begin in range(0, len(texts), self.batch_size):
-            rows = []
-            for text in texts[begin : begin + self.batch_size]:
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                rows.append(([self.start] if self.start is not None else []) + list(ids))
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logp = logits[:, :-1].float().log_softmax(-1)
-            picked = logp.gather(2, ids[:, 1:, None].to(device))[..., 0]
-            valid = mask[:, 1:].to(device).float()
-            means = (picked * valid).sum(1) / valid.sum(1).clamp(min=1)
-            out += means.cpu().tolist()
+    def mean_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[float]:
+        """Mean per-token log-probability of each text.
+
+        With ``base`` (the texts are edits of it) the tokens a text shares with ``base`` from
+        its start are not run again: their log-probs are ``base``'s, and the text's rest runs
+        on the KV cache of that shared part (one run of ``base`` per base, one cache per batch).
+        """
+        rows = [self._row(t) for t in texts]
+        if base is None:
+            shared = [0] * len(rows)
+            base_logp = torch.zeros(0)
+            base_row: list[int] = []
+        else:
+            base_row = self._row(base)
+            base_logp = self._base_log_probs(base_row)
+            # Cached tokens: shared with base, and at least one token left to run.
+            shared = [max(0, min(common_prefix(base_row, r) - 1, len(r) - 2)) for r in rows]
+        out = [0.0] * len(rows)
+        for batch in self._batches(rows, shared):
+            cached = min(shared[i] for i in batch)
+            totals = self._rest_log_prob_sums([rows[i][cached:] for i in batch], base_row[:cached])
+            prefix_sum = float(base_logp[:cached].sum())
+            for i, total in zip(batch, totals, strict=True):
+                out[i] = (prefix_sum + total) / max(1, len(rows[i]) - 1)
         return out
+
+    def _batches(self, rows: list[list[int]], shared: list[int]) -> list[list[int]]:
+        """Split the rows (by shared length, longest first) into batches that run the fewest
+        tokens: a batch runs every row from its smallest shared length, padded to its longest
+        rest, plus that prefix once and a fixed cost per forward pass."""
+        order = sorted(range(len(rows)), key=lambda i: -shared[i])
+        cost = [0.0] + [float("inf")] * len(order)  # cost[j]: best split of order[:j]
+        cut = [0] * (len(order) + 1)
+        for j in range(1, len(order) + 1):
+            for i in range(max(0, j - self.batch_size), j):
+                cached = shared[order[j - 1]]  # the smallest in order[i:j]
+                width = max(len(rows[k]) for k in order[i:j]) - cached
+                total = cost[i] + (j - i) * width + cached + _PASS_COST
+                if total < cost[j]:
+                    cost[j], cut[j] = total, i
+        batches = []
+        j = len(order)
+        while j:
+            batches.append(order[cut[j] : j])
+            j = cut[j]
+        return batches[::-1]
+
+    def _base_log_probs(self, row: list[int]) -> torch.Tensor:
+        """Log-prob of each token of ``row`` after the first (kept per base)."""
+        key = tuple(row)
+        if key not in self._base:
+            self._base[key] = self._token_log_probs([row], None)[0][0]
+        return self._base[key]
+
+    def _rest_log_prob_sums(self, rests: list[list[int]], prefix: list[int]) -> list[float]:
+        """Sum of the log-probs of each rest's tokens after its first, following ``prefix``."""
+        cache = None
+        if prefix:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            device = next(self.model.parameters()).device
+            self.model(
+                input_ids=torch.tensor([prefix], device=device),
+                use_cache=True,
+                **{self._cache_kwarg: cache},
+            )
+            cache.batch_repeat_interleave(len(rests))
+        picked, valid = self._token_log_probs(rests, cache, len(prefix))
+        return (picked * valid).sum(1).cpu().tolist()
+
+    def _token_log_probs(
+        self, rows: list[list[int]], cache, cached: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded rows (after ``cached`` tokens in ``cache``): each token's log-prob
+        given what precedes it, from the second on, and a mask of the real tokens."""
+        device = next(self.model.parameters()).device
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), cached + width), dtype=torch.long)
+        mask[:, :cached] = 1
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, cached : cached + len(row)] = 1
+        extra = {self._cache_kwarg: cache, "use_cache": True} if cache is not None else {}
+        logits = self.model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), **extra
+        ).logits
+        logp = logits[:, :-1].float().log_softmax(-1)
+        picked = logp.gather(2, ids[:, 1:, None].to(device))[..., 0]
+        return picked, mask[:, cached + 1 :].to(device).float()
 
 
 # Calibrated in benchmarks/RESULTS.md ("Fluency threshold") on natural rewordings vs the broken
@@ -180,14 +262,13 @@ class FluencyConstraint(Constraint):
         self._base: dict[str, float] = {}
 
     def values(self, context: EditContext, edits: Sequence[Edit]) -> list[dict]:
-        texts = [e.variant for e in edits]
         if context.text not in self._base:
-            texts.append(context.text)
-        scores = self.lm.mean_log_probs(texts) if texts else []
-        self.evaluations += len(texts)
-        if context.text not in self._base:
-            self._base[context.text] = scores.pop()
+            self._base[context.text] = self.lm.mean_log_probs([context.text])[0]
+            self.evaluations += 1
         base = self._base[context.text]
+        texts = [e.variant for e in edits]
+        scores = self.lm.mean_log_probs(texts, base=context.text) if texts else []
+        self.evaluations += len(texts)
         return [{"fluency": s - base, "fluency_ok": s - base >= -self.max_drop} for s in scores]
 
     def accepts(self, values: dict) -> bool:

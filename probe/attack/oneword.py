@@ -15,7 +15,7 @@ from probe.attack.constraints import (
 )
 from probe.attack.goal import Goal, target_for
 from probe.attack.records import EDIT_KINDS, AttackResult
-from probe.attack.search import SEARCHES, PromptSearch, run_search
+from probe.attack.search import SEARCHES, Candidate, Plan, PromptSearch, run_search
 from probe.attack.transformations import (
     CandidateSource,
     Deletions,
@@ -120,7 +120,6 @@ class OneWordAttack:
         searches: list[PromptSearch] = []
         # Exhaustive search covers the whole space the guided source ranks: every real word.
         per_position = None if self.search == "exhaustive" else self.guided_per_position
-        guided = GradientGuided(per_position) if self.guided else None
         contexts = {p.id: EditContext(p.prompt, tagged) for p in prompts}
         # Words that carry a request anywhere (lexicon content entries, content words of any
         # prompt): an edit may not bring one in ("Teach ..." -> "Poison ...").
@@ -133,7 +132,7 @@ class OneWordAttack:
                 continue
             opposite: Direction = "refusal" if target == "compliance" else "compliance"
             triggers = _triggers(lexicon, target, self.top_k_triggers)
-            if not triggers and guided is None:
+            if not triggers and not self.guided:
                 notes.append(f"no {target} triggers in the lexicon")
                 continue
             result.attacked[prompt.id] = target
@@ -145,7 +144,8 @@ class OneWordAttack:
             if self.synonyms:
                 sources.append(WordNetSynonyms())
             spent = 0
-            if guided is not None:
+            if self.guided:  # one source per prompt: its ranking is that prompt's gradient
+                guided = GradientGuided(per_position)
                 spent = guided.prepare(subject, context, target)
                 sources.append(guided)
             if "deletion" in self.edit_kinds:
@@ -174,24 +174,28 @@ class OneWordAttack:
             for search, margin in zip(missing, margins, strict=True):
                 search.before = float(margin)
 
-        def screen(search: PromptSearch, candidates: list) -> list:
-            """Fluency values for the candidates about to be verified; enforced ones filter."""
-            if not candidates:
-                return []
-            values = fluency.values(search.context, [edit for _, edit, _ in candidates])
-            kept = []
-            for (margin, edit, cheap_values), fluent in zip(candidates, values, strict=True):
-                merged = {**cheap_values, **fluent}
-                if "fluency" in enforced and not fluency.accepts(merged):
-                    continue
-                if (
-                    "pos" in enforced
-                    and merged.get("pos_rule") == "lead-question"
-                    and merged.get("fluency_ok") is not True
-                ):
-                    continue
-                kept.append((margin, edit, merged))
-            return kept
+        def screen(search: PromptSearch, candidates: list, need: int) -> list:
+            """The first ``need`` candidates (best first) that pass the enforced constraints
+            once fluency is added: scored under the LM ``need`` at a time, in one batch, so
+            the LM reads only candidates that can still be verified."""
+            kept: list = []
+            start = 0
+            while len(kept) < need and start < len(candidates):
+                chunk = candidates[start : start + need]
+                start += len(chunk)
+                values = fluency.values(search.context, [edit for _, edit, _ in chunk])
+                for (margin, edit, cheap_values), fluent in zip(chunk, values, strict=True):
+                    merged = {**cheap_values, **fluent}
+                    if "fluency" in enforced and not fluency.accepts(merged):
+                        continue
+                    if (
+                        "pos" in enforced
+                        and merged.get("pos_rule") == "lead-question"
+                        and merged.get("fluency_ok") is not True
+                    ):
+                        continue
+                    kept.append((margin, edit, merged))
+            return kept[:need]
 
         run_search(
             strategy,
@@ -218,11 +222,13 @@ class OneWordAttack:
         sources: Sequence[CandidateSource],
         cheap: Sequence[Constraint],
         enforced: set[str],
-    ) -> list[list[tuple[Edit, dict]]]:
+    ) -> Plan:
         """Candidate edits with their cheap constraint values, grouped by position in search
         order: known opposing triggers, then the lead word (the paper's "What ..."/"Share ..."
         form), then the words whose attribution pushes hardest against the target. Edits the
-        enforced cheap constraints reject are dropped here, before any model query."""
+        enforced cheap constraints reject are dropped here, before any model query; the
+        constraints run cheapest first, each only on the edits the enforced ones before it
+        kept (values of kept edits are complete). A group is built when the search reaches it."""
         words = context.words
         scores = (
             attribution.scores
@@ -236,8 +242,7 @@ class OneWordAttack:
             word = words[i].text.lower()
             return (opposing.get(word, len(opposing)), i != context.lead, -sign * scores[i])
 
-        plan = []
-        for index in sorted(context.alnum, key=priority):
+        def group(index: int) -> list[Candidate]:
             edits: list[Edit] = []
             seen = {("substitution", words[index].text.lower())}
             for source in sources:
@@ -247,16 +252,16 @@ class OneWordAttack:
                         seen.add(key)
                         edits.append(edit)
             values: list[dict] = [dict() for _ in edits]
+            alive = list(range(len(edits)))
             for constraint in cheap:
-                for v, new in zip(values, constraint.values(context, edits), strict=True):
-                    v.update(new)
-            group = [
-                (edit, {**v, **null_values()})
-                for edit, v in zip(edits, values, strict=True)
-                if all(c.accepts(v) for c in cheap if c.name in enforced)
-            ]
-            plan.append(group)
-        return plan
+                checked = constraint.values(context, [edits[i] for i in alive])
+                for i, new in zip(alive, checked, strict=True):
+                    values[i].update(new)
+                if constraint.name in enforced:
+                    alive = [i for i in alive if constraint.accepts(values[i])]
+            return [(edits[i], {**values[i], **null_values()}) for i in alive]
+
+        return Plan(sorted(context.alnum, key=priority), group)
 
 
 def _triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:

@@ -8,7 +8,7 @@ calls are batched across prompts; per prompt the decisions are those of a one-at
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -23,16 +23,37 @@ from probe.subject.text import Subject
 Candidate = tuple[Edit, dict]  # an edit and its constraint values so far
 
 
+class Plan:
+    """A prompt's candidate groups in search order, each built on first use: proposing and
+    checking the candidates of a position (tagging every edited sentence) is paid only for
+    the positions the search reaches, not for those after a prompt's first verified flip."""
+
+    def __init__(self, keys: Sequence[int], build: Callable[[int], list[Candidate]]) -> None:
+        self.keys = list(keys)
+        self.build = build
+        self._built: dict[int, list[Candidate]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> list[Candidate]:
+        if index not in self._built:
+            self._built[index] = self.build(self.keys[index])
+        return self._built[index]
+
+
 @dataclass
 class PromptSearch:
-    """Search state of one attacked prompt."""
+    """Search state of one attacked prompt. ``prefix``: the KV cache of the prompt's chat
+    tokens, computed once and shared by the margin batches of all its positions."""
 
     prompt: Prompt
     goal: Goal
     context: EditContext
-    plan: list[list[Candidate]]
+    plan: Plan
     before: float | None
     base_ids: tuple[int, ...] = ()
+    prefix: object = None
     next_group: int = 0
     queries: int = 0
     verified: int = 0
@@ -40,16 +61,19 @@ class PromptSearch:
     pending: list[tuple[float, Edit, dict]] = field(default_factory=list)
 
 
-# Checks the pending (crossed) candidates of a prompt before verification: adds the costly
-# constraint values and drops the candidates the enforced constraints reject.
-Screen = Callable[[PromptSearch, list[tuple[float, Edit, dict]]], list[tuple[float, Edit, dict]]]
+# Checks a prompt's candidates (best first) before verification: adds the costly constraint
+# values and drops the candidates the enforced constraints reject, stopping once it has kept
+# the given number (only that many can still be verified).
+Screen = Callable[
+    [PromptSearch, list[tuple[float, Edit, dict]], int], list[tuple[float, Edit, dict]]
+]
 
 
 class GuidedSearch:
     name = "guided"
     budgeted = True
 
-    def order(self, plan: list[list[Candidate]]) -> list[list[Candidate]]:
+    def order(self, plan: Plan) -> Plan:
         return plan
 
 
@@ -57,8 +81,8 @@ class ExhaustiveSearch(GuidedSearch):
     name = "exhaustive"
     budgeted = False
 
-    def order(self, plan: list[list[Candidate]]) -> list[list[Candidate]]:
-        return [[c for group in plan for c in group]]
+    def order(self, plan: Plan) -> Plan:
+        return Plan([0], lambda _: [c for i in range(len(plan)) for c in plan[i]])
 
 
 SEARCHES = {"guided": GuidedSearch, "exhaustive": ExhaustiveSearch}
@@ -83,12 +107,7 @@ def run_search(
     bar = tqdm(total=len(searches), desc="attack", unit="prompt", disable=not progress)
     active = list(searches)
     while active:
-        scoring = [
-            s
-            for s in active
-            if s.next_group < len(s.plan)
-            and not (strategy.budgeted and s.queries >= s.goal.max_queries)
-        ]
+        scoring = [s for s in active if _can_score(strategy, s)]
         if not scoring:
             break
         for search in scoring:
@@ -96,8 +115,12 @@ def run_search(
             search.next_group += 1
             if not group:
                 continue
+            if search.prefix is None:
+                search.prefix = subject.prefill(search.base_ids)
             margins = subject.shared_prefix_margins(
-                search.base_ids, [subject.encode(edit.variant).input_ids for edit, _ in group]
+                search.base_ids,
+                [subject.encode(edit.variant).input_ids for edit, _ in group],
+                prefix=search.prefix,
             ).tolist()
             search.queries += len(group)
             ranked = sorted(
@@ -105,12 +128,16 @@ def run_search(
                 key=lambda m: -search.goal.progress(m[0]),
             )
             crossed = [m for m in ranked if search.goal.progress(m[0]) > 0]
-            search.pending = screen(search, crossed)
+            search.pending = screen(search, crossed, max_verify - search.verified)
             search.best += ranked[: max_verify * 3]
         _verify_pending(subject, judge, scoring, refused, result, max_verify, max_new_tokens)
         active = [
             s for s in active if s.prompt.id not in result.flipped_ids and s.verified < max_verify
         ]
+        scoring_next = {id(s) for s in active if _can_score(strategy, s)}
+        for search in searches:
+            if id(search) not in scoring_next:
+                search.prefix = None  # done scoring: free its KV cache
         bar.update(len(searches) - len(active) - bar.n)
     leftovers = [s for s in searches if s.prompt.id not in result.flipped_ids]
     for search in leftovers:
@@ -118,13 +145,20 @@ def run_search(
             (m for m in search.best if search.goal.progress(m[0]) <= 0),
             key=lambda m: -search.goal.progress(m[0]),
         )
-        search.pending = screen(search, near)
+        search.pending = screen(search, near, max_verify - search.verified)
     _verify_pending(subject, judge, leftovers, refused, result, max_verify, max_new_tokens)
     bar.update(len(searches) - bar.n)
     bar.close()
     for search in searches:
         result.queries_by_prompt[search.prompt.id] = search.queries
     result.queries += sum(s.queries for s in searches)
+
+
+def _can_score(strategy: GuidedSearch, search: PromptSearch) -> bool:
+    """Whether the search has a position group left to score within its budget."""
+    return search.next_group < len(search.plan) and not (
+        strategy.budgeted and search.queries >= search.goal.max_queries
+    )
 
 
 def _verify_pending(

@@ -186,11 +186,14 @@ class GradientGuided(CandidateSource):
             return 0
         encoded = subject.encode(context.text)
         embedding = subject.model.get_input_embeddings()
-        tokens = torch.tensor([encoded.input_ids], device=subject.device)
+        # Tokens before the prompt's first word need no gradient: they run once, as a cache.
+        first = min((i for i, w in enumerate(encoded.token_word) if w >= 0), default=0)
+        prefix = subject.prefill(encoded.input_ids[:first]) if first else None
+        tokens = torch.tensor([encoded.input_ids[first:]], device=subject.device)
         with torch.no_grad():
             embeds = subject.embed(tokens)  # a VLM's keyed image ids take their image features
         embeds.requires_grad_(True)
-        margin = subject.margins_from_embeddings(embeds)
+        margin = subject.margins_from_embeddings(embeds, prefix=prefix)
         (grad,) = torch.autograd.grad(margin.sum(), embeds)
         sign = -1.0 if target == "compliance" else 1.0
         with torch.no_grad():
@@ -199,8 +202,9 @@ class GradientGuided(CandidateSource):
                 positions = encoded.word_token_positions(index)
                 if not positions:
                     continue
-                g = grad[0, positions[0]]
-                estimate = sign * (table @ g - embeds[0, positions[0]] @ g)
+                at = positions[0] - first
+                g = grad[0, at]
+                estimate = sign * (table @ g - embeds[0, at] @ g)
                 old = context.words[index].text.lower()
                 order = estimate.argsort(descending=True).tolist()
                 limit = len(order) if self.per_position is None else self.per_position + 1

@@ -404,6 +404,8 @@ class Subject:
         base: Sequence[int],
         variants: Sequence[Sequence[int]],
         config: MarginConfig | None = None,
+        *,
+        prefix=None,
     ) -> np.ndarray:
         """Margins of token sequences that are edits of ``base`` (same as ``margins``, faster).
 
@@ -414,6 +416,8 @@ class Subject:
         forward pass: memory is bounded like ``batch_size`` full sequences. Models whose
         attention ignores custom 4-D masks or explicit positions fail a one-time check against
         ``margins`` and are scored by ``margins`` instead (with a warning).
+        ``prefix``: ``prefill(base)``, kept by a caller that scores many batches of edits of one
+        base (the attack: one batch per position), and cut here to what the batch shares.
         """
         config = config or self.margin_config
         if not variants:
@@ -424,7 +428,7 @@ class Subject:
         shared = [min(common_prefix(base, v), len(v) - 1) for v in variants]
         segments = [(shared[i], len(v) - shared[i]) for i, v in enumerate(variants)]
         cache_len = max(shared)
-        prefix_cache = self._prefill(base[:cache_len]) if cache_len else None
+        prefix_cache = self._prefix_cache(base, cache_len, prefix) if cache_len else None
         packed = pack(segments, len(base), branch_length(openings))
         out = np.empty(len(variants), dtype=np.float64)
         for begin in range(0, len(packed), self.batch_size):
@@ -453,21 +457,28 @@ class Subject:
         return self.model.get_input_embeddings()(ids)
 
     def margins_from_embeddings(
-        self, embeds: torch.Tensor, config: MarginConfig | None = None
+        self, embeds: torch.Tensor, config: MarginConfig | None = None, *, prefix=None
     ) -> torch.Tensor:
         """Differentiable margins of a batch of equal-length input-embedding sequences.
 
         ``embeds`` is (batch, length, hidden): the chat-formatted sequence as the input
         embedding layer returns it (possibly scaled or interpolated by a gradient method).
-        Returns a (batch,) tensor; gradients flow back to ``embeds``.
+        Returns a (batch,) tensor; gradients flow back to ``embeds``. ``prefix``: the KV cache
+        (``prefill``, left unchanged) of tokens that come before ``embeds`` and need no
+        gradient, so the forward and backward passes run only the rest.
         """
         config = config or self.margin_config
         openings, n_refusal = self.opening_ids(config)
         batch, length, _ = embeds.shape
-        layout = PackedLayout(openings, [[(0, length)]] * batch, 0)
+        past = prefix.get_seq_length() if prefix is not None else 0
+        layout = PackedLayout(openings, [[(past, length)]] * batch, past)
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(batch)
         branches = self.opening_embeddings(config).to(embeds.dtype)
         inputs = torch.cat([embeds, branches.expand(batch, -1, -1)], dim=1)
-        logp = self._packed_logprobs(layout, None, inputs_embeds=inputs)[:, 0]
+        logp = self._packed_logprobs(layout, cache, inputs_embeds=inputs)[:, 0]
         return torch.logsumexp(logp[:, :n_refusal], 1) - torch.logsumexp(logp[:, n_refusal:], 1)
 
     @torch.no_grad()
@@ -494,7 +505,19 @@ class Subject:
         params = inspect.signature(self.model.forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
-    def _prefill(self, ids: Sequence[int]):
+    def _prefix_cache(self, base: Sequence[int], length: int, prefix):
+        """KV cache of ``base[:length]``: a copy of ``prefix`` (the cache of ``base``) cut to
+        ``length`` where every layer is a plain full-attention one, else a new prefill."""
+        from transformers.cache_utils import DynamicLayer
+
+        if prefix is None or not all(type(layer) is DynamicLayer for layer in prefix.layers):
+            return self.prefill(base[:length])
+        cache = copy.deepcopy(prefix)
+        cache.crop(length - len(base))
+        return cache
+
+    @torch.no_grad()
+    def prefill(self, ids: Sequence[int]):
         """KV cache of one token sequence."""
         from transformers import DynamicCache
 
