@@ -76,6 +76,7 @@ def summarise(name: str, unit: str, direction: str, pairs: list[tuple[str, str, 
         "unit": unit,
         "direction": direction,
         "n": len(pairs),
+        "flips": flips,
         "flip_rate": flips / len(pairs) if pairs else None,
         "words_changed_median": statistics.median(changed) if changed else None,
         "words_changed_max": max(changed) if changed else None,
@@ -83,14 +84,16 @@ def summarise(name: str, unit: str, direction: str, pairs: list[tuple[str, str, 
     }
 
 
-def compare(out: dict, swap: dict) -> list[dict]:
-    """Rows of the side-by-side table, each over the queries the tuned model got right.
+def compare(model: dict, swap: dict) -> list[dict]:
+    """Rows of the side-by-side table for one model, each over the queries it got right.
 
     Unsafe queries it refused (an ASR attack can flip them) and safe ones it answered (an
     over-refusal attack can). Paper rewrites count per rewrite and per query (best of its
-    rewrites); probe and the lead swap make one edit per query.
+    rewrites); probe (constrained and unconstrained) and the lead swap make one edit per query.
+    probe's attack may cover a label-balanced sample of those queries (``--attack-prompts``).
     """
-    test = {r["id"]: r for r in out["tuned"]["test"]}
+    behaviour = model["behaviour"]
+    test = {r["id"]: r for r in behaviour["test"]}
     refused_items = {
         r["item_id"] for r in test.values() if r["label"] == "harmful" and r["refused"]
     }
@@ -100,7 +103,7 @@ def compare(out: dict, swap: dict) -> list[dict]:
     original = {(r["item_id"], r["label"]): r["prompt"] for r in test.values()}
     rows = []
 
-    what = [r for r in out["tuned"]["what"] if r["item_id"] in refused_items]
+    what = [r for r in behaviour["what"] if r["item_id"] in refused_items]
     what_pairs = [
         (original[(r["item_id"], "harmful")], r["prompt"], not r["refused"]) for r in what
     ]
@@ -115,7 +118,7 @@ def compare(out: dict, swap: dict) -> list[dict]:
         ):
             best[r["item_id"]] = pair
     rows.append(summarise('paper "What" rewrites, best of 3', "query", "ASR", list(best.values())))
-    share = [r for r in out["tuned"]["share"] if r["item_id"] in answered_items]
+    share = [r for r in behaviour["share"] if r["item_id"] in answered_items]
     rows.append(
         summarise(
             'paper "Share" rewrites',
@@ -143,40 +146,44 @@ def compare(out: dict, swap: dict) -> list[dict]:
             )
         )
 
-    attack = out["attack"]
-    records = attack["records"]
-    for direction, target in (("ASR", "compliance"), ("over-refusal", "refusal")):
-        ids = [i for i, t in attack["attacked"].items() if t == target]
-        pairs = []
-        for pid in ids:
-            won = [r for r in records if r["id"] == pid and r["flipped"]]
-            tried = [r for r in records if r["id"] == pid]
-            shown = won[0] if won else (tried[0] if tried else None)
-            variant = shown["variant"] if shown else test[pid]["prompt"]
-            pairs.append((test[pid]["prompt"], variant, bool(won)))
-        row = summarise("probe one-word (guided search)", "query", direction, pairs)
-        edits = [words_changed(r["original"], r["variant"]) for r in records]
-        row["every_edit_one_word"] = all(c == 1 for c in edits)
-        row["queries_per_success"] = attack["queries_per_success"]
-        rows.append(row)
+    for variant, attack in model.get("attacks", {}).items():
+        records = attack["records"]
+        for direction, target in (("ASR", "compliance"), ("over-refusal", "refusal")):
+            ids = [i for i, t in attack["attacked"].items() if t == target]
+            pairs = []
+            for pid in ids:
+                won = [r for r in records if r["id"] == pid and r["flipped"]]
+                tried = [r for r in records if r["id"] == pid]
+                shown = won[0] if won else (tried[0] if tried else None)
+                variant_text = shown["variant"] if shown else test[pid]["prompt"]
+                pairs.append((test[pid]["prompt"], variant_text, bool(won)))
+            row = summarise(f"probe one-word, {variant}", "query", direction, pairs)
+            edits = [words_changed(r["original"], r["variant"]) for r in records]
+            row["every_edit_one_word"] = all(c == 1 for c in edits)
+            row["queries_per_success"] = attack["queries_per_success"]
+            rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
+    from probe.lexicon.stats import wilson_interval
+
     lines = [
-        "| attack | unit | direction | n | flip rate | words changed, median (max) "
+        "| attack | unit | direction | n | flip rate [95% CI] | words changed, median (max) "
         "| share of query's words changed, median |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        rate = "n/a" if r["flip_rate"] is None else f"{100 * r['flip_rate']:.1f}%"
+        rate = "n/a"
+        if r["flip_rate"] is not None:
+            low, high = wilson_interval(r["flips"], r["n"])
+            rate = f"{100 * r['flip_rate']:.1f}% [{100 * low:.0f}, {100 * high:.0f}]"
         med = r["words_changed_median"]
         share = "n/a" if med is None else f"{r['share_changed_median']:.0%}"
         changed = "n/a" if med is None else f"{med:g} ({r['words_changed_max']})"
         lines.append(
             f"| {r['attack']} | {r['unit']} | {r['direction']} | {r['n']} | {rate} | "
-            f"{changed} | "
-            f"{share} |"
+            f"{changed} | {share} |"
         )
     return "\n".join(lines)
 
@@ -184,29 +191,37 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     study.add_study_args(parser)
-    args = study.finish_args(parser.parse_args(argv))
+    args = study.finish_args(parser.parse_args(argv), parser)
     started = time.perf_counter()
     out = study.run_study(args)
     folder = study.RunFolder(Path(args.out), fresh=args.fresh)
+    keys = study.stage_keys(args)
     test, _, _ = study.study_prompts(args.n_unsafe, args.n_safe, args.seed)
+    loaders = {
+        "tuned": lambda: study.load_tuned_subject(args.seed, args.batch_size),
+        "balanced": lambda: study.load_balanced_subject(args.seed, args.batch_size),
+    }
+    results = {}
+    for role in ("tuned", "balanced"):
+        if role not in out["models"]:
+            continue
 
-    def compute_swap():
-        from probe.judge import RefusalJudge
+        def compute_swap(role=role):
+            from probe.judge import RefusalJudge
 
-        subject = study.load_tuned_subject(args.seed, args.batch_size)
-        return lead_swap_stage(subject, RefusalJudge.default(), test, args)
+            return lead_swap_stage(loaders[role](), RefusalJudge.default(), test, args)
 
-    swap = folder.stage("tuned-lead-swap", study.stage_keys(args)["tuned"], compute_swap)
-    rows = compare(out, swap)
-    (Path(args.out) / "attack_vs_paper.json").write_text(json.dumps(rows, indent=1))
-    print()
-    print(table(rows))
-    probe_rows = [r for r in rows if r["attack"].startswith("probe")]
-    print(
-        f"\nprobe: every verified edit changes exactly one word: "
-        f"{all(r['every_edit_one_word'] for r in probe_rows)}; queries per success "
-        f"{probe_rows[0]['queries_per_success'] or float('nan'):.1f}"
-    )
+        swap = folder.stage(f"{role}-lead-swap", keys[role]["behaviour"], compute_swap)
+        rows = compare(out["models"][role], swap)
+        results[role] = rows
+        print(f"\n{role}:\n")
+        print(table(rows))
+        probe_rows = [r for r in rows if r["attack"].startswith("probe")]
+        print(
+            "\nprobe: every verified edit changes exactly one word: "
+            f"{all(r['every_edit_one_word'] for r in probe_rows)}"
+        )
+    (Path(args.out) / "attack_vs_paper.json").write_text(json.dumps(results, indent=1))
     print(f"whole run {time.perf_counter() - started:.0f} s; results in {args.out}")
     return 0
 

