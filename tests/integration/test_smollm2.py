@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO
 from tiny_models import check_alignment, rel_spans
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -112,7 +113,7 @@ def test_batched_margins_equal_unbatched(smollm2):
 def _study():
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     import vlguard_smollm2
 
     return vlguard_smollm2
