@@ -1178,7 +1178,9 @@ def study_table(out: dict) -> str:
             if not v or not v["still_flip"]:
                 return "-"
             s = v["still_flip"]
-            return rate_ci(round(s["rate"] * s["n"]), s["n"])
+            if not s["n"]:  # no proof whose original this model judged as the tuned one did
+                return f"no applicable proof (of {v['proofs']})"
+            return rate_ci(s["k"], s["n"])
 
         lines.append(row("tuned model's constrained proofs that still flip it", replay_cell))
     return "\n".join(lines)
