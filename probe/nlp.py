@@ -107,17 +107,25 @@ def word_normaliser(lemmatize: bool = True) -> Callable[[str], str]:
 
 def universal_tags(words: Sequence[str]) -> list[str] | None:
     """Universal POS tags for a word sequence, or None when the tagger data is missing."""
-    if not has_tagger():
-        return None
-    return [tag for _, tag in _nltk().pos_tag(list(words), tagset="universal")]
+    tagged = tag_both(words)
+    return None if tagged is None else tagged[0]
 
 
 def penn_tags(words: Sequence[str]) -> list[str] | None:
     """Penn Treebank tags (the tagger's own, finer than universal: WP vs PRP, VBZ vs VB), or
     None when the tagger data is missing."""
+    tagged = tag_both(words)
+    return None if tagged is None else tagged[1]
+
+
+def tag_both(words: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(universal, Penn) tags from one tagger pass (universal tags are mapped from Penn, as
+    ``nltk.pos_tag(..., tagset="universal")`` does), or None without the tagger data."""
     if not has_tagger():
         return None
-    return [tag for _, tag in _nltk().pos_tag(list(words))]
+    nltk = _nltk()
+    penn = [tag for _, tag in nltk.pos_tag(list(words))]
+    return [nltk.tag.map_tag("en-ptb", "universal", tag) for tag in penn], penn
 
 
 CONTENT_TAGS = frozenset({"NOUN", "PROPN", "NUM"})

@@ -26,8 +26,7 @@ from probe.nlp import (
     has_wordnet,
     inflect_like,
     is_content_word,
-    penn_tags,
-    universal_tags,
+    tag_both,
     wordnet_corpus,
 )
 from probe.subject.packing import common_prefix
@@ -85,8 +84,9 @@ class PartOfSpeechConstraint(Constraint):
             ok = (edit.replaced_pos in FREE_TAGS and old not in QUESTION_WORDS) or old in FREE_WORDS
             return {"pos_after": None, "pos_rule": "deletion", "pos_ok": ok}
         words = [w.text for w in split_words(edit.variant.text)]
-        tags, fine = universal_tags(words), penn_tags(words)
-        assert tags is not None and fine is not None  # only called when the tagger is there
+        tagged = tag_both(words)
+        assert tagged is not None  # only called when context.tags is set, so the tagger is there
+        tags, fine = tagged
         after = tags[edit.position]
         if edit.kind == "insertion":
             if lead and new in QUESTION_WORDS:

@@ -16,9 +16,8 @@ from probe.lexicon.table import Direction
 from probe.nlp import (
     inflect_like,
     is_content_word,
-    penn_tags,
     stopword_set,
-    universal_tags,
+    tag_both,
     wordnet_synonyms,
 )
 from probe.query import Query, as_query
@@ -60,8 +59,9 @@ class EditContext:
         self.words: list[Word] = split_words(text)
         self.alnum = [i for i, w in enumerate(self.words) if not w.is_punct]
         self.lead = self.alnum[0] if self.alnum else -1
-        self.tags = universal_tags([w.text for w in self.words]) if tag else None
-        self.fine_tags = penn_tags([w.text for w in self.words]) if tag else None
+        tagged = tag_both([w.text for w in self.words]) if tag else None
+        self.tags: list[str] | None = tagged[0] if tagged is not None else None  # universal
+        self.fine_tags: list[str] | None = tagged[1] if tagged is not None else None  # Penn
         self.content = {i for i in self.alnum if self._is_content(i)}
 
     def tag(self, index: int) -> str | None:
