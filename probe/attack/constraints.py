@@ -3,12 +3,14 @@ attacks.jsonl whether or not it is enforced) and says which edits it accepts.
 
 - ``ContentConstraint``: never touch a word that carries the request (nouns, numbers, jargon,
   adjectives modifying them; ``EditContext.content``), and never bring one in.
-- ``PartOfSpeechConstraint``: the new word's tag in the edited sentence equals the old word's
-  tag in the original; the one exception is a question word replacing (or inserted before) the
-  lead word, accepted only where the fluency constraint accepts the result; a lead imperative
-  (which the tagger reads as noun or verb at random) must be replaced by a word WordNet knows
-  as a verb. Insertions and
-  deletions are limited to adverbs, particles and politeness words ("please").
+- ``PartOfSpeechConstraint``: the new word fills the old word's grammatical slot in the edited
+  sentence: the same tag and inflection (Penn tag for words other than verbs and nouns), and a
+  new determiner agrees in number with its noun. A lead imperative (which the tagger reads as
+  noun or verb at random) must be replaced by another imperative (a base-form verb). The one
+  exception is a question word for (or inserted before) the lead word: only where it opens a
+  question (an auxiliary or finite verb follows, or "about"/"if") and the fluency constraint
+  accepts the result. Insertions and deletions are limited to adverbs, particles and
+  politeness words ("please").
 - ``FluencyConstraint``: the edit may not lower the text's mean per-token log-probability under
   a language model (the bare text, no chat template) by more than ``max_drop`` nats.
 """
@@ -90,29 +92,48 @@ class PartOfSpeechConstraint(Constraint):
         after = tags[edit.position]
         if edit.kind == "insertion":
             if lead and new in QUESTION_WORDS:
-                # "What describe the details ..." is no question: not before a lead verb.
-                ok = not _can_be_verb(context.words[context.lead].text)
+                # Only before an auxiliary, where it opens a question ("Can you ..." -> "How
+                # can you ..."); "What describe the details ...", "What the image ..." are none.
+                ok = context.words[context.lead].text.lower() in _AUXILIARIES
                 return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
-            ok = after in FREE_TAGS or new in FREE_WORDS
+            # Not in front of a question word: "Please what is ..." is no English.
+            before_question = lead and context.words[context.lead].text.lower() in QUESTION_WORDS
+            ok = (after in FREE_TAGS or new in FREE_WORDS) and not before_question
             return {"pos_after": after, "pos_rule": "insertion", "pos_ok": ok}
-        if lead and new in QUESTION_WORDS and edit.old_word.lower() not in QUESTION_WORDS:
-            # The paper's "What ..." form: a question word for the lead verb (fluency decides).
-            return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": True}
-        if lead and edit.old_word.lower() in QUESTION_WORDS and _can_be_verb(new):
+        old = edit.old_word.lower()
+        if lead and new in QUESTION_WORDS and old not in QUESTION_WORDS:
+            # The paper's "What ..." form: a question word for the lead word, only where it
+            # heads a question ("Can you ..." -> "How can you ...", "Tell about ..." -> "What
+            # about ..."), never before a verbless rest ("Describe the details" -> "What the
+            # details", "Share this image" -> "What this image"); fluency decides the rest.
+            ok = _opens_question(words, fine, edit.position)
+            return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
+        if lead and old in QUESTION_WORDS and _can_be_verb(new):
             # The paper's "Share ..." form for a lead question, only where the question word
             # opens a phrase ("What about X" -> "Share about X"), never a clause ("What is the
             # person ..." -> "Share is the person ...").
             following = context.tag(context.alnum[1]) if len(context.alnum) > 1 else None
             ok = following == "ADP"
             return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
-        if lead and _can_be_verb(edit.old_word) and _can_be_verb(new):
+        if lead and _is_lead_verb(old):
             # The tagger reads lead imperatives ("Share ...", "Talk ...") as nouns or verbs at
-            # random; a lead verb must be replaced by a word that can be a verb.
-            ok = after in _LEAD_VERB_READINGS and edit.replaced_pos in _LEAD_VERB_READINGS
+            # random; a lead verb must be replaced by another imperative: a word that can be a
+            # verb, in its base form ("Having this image", "Had this image" are not), and not a
+            # politeness word ("Please this image to ..."), nor a non-verb ("Ideal a meme").
+            ok = (
+                _is_lead_verb(new)
+                and after in _LEAD_VERB_READINGS
+                and edit.replaced_pos in _LEAD_VERB_READINGS
+                and _is_base_form(new)
+            )
             return {"pos_after": after, "pos_rule": "lead-verb", "pos_ok": ok}
+        if old in _MODALS and new in _MODALS:  # the tagger reads a lead "Could" as a name
+            return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
         assert context.fine_tags is not None
-        if after == edit.replaced_pos and _same_form(
-            edit.old_word, new, after, context.fine_tags[edit.position], fine[edit.position]
+        if (
+            after == edit.replaced_pos
+            and _same_form(old, new, after, context.fine_tags[edit.position], fine[edit.position])
+            and _agrees_in_number(new, words, fine, edit.position)
         ):
             return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
         return {"pos_after": after, "pos_rule": "changed", "pos_ok": False}
@@ -122,18 +143,68 @@ class PartOfSpeechConstraint(Constraint):
 
 
 _LEAD_VERB_READINGS = frozenset({"VERB", "NOUN", "ADJ"})
+_BE_FORMS = frozenset({"be", "am", "is", "are", "was", "were", "been", "being"})
+_MODALS = frozenset("can could will would shall should may might must".split())
+_AUXILIARIES = _BE_FORMS - {"be", "been", "being"} | _MODALS | {"do", "does", "did", "has", "had"}
+_FINITE = frozenset({"MD", "VBZ", "VBP", "VBD"})  # modal or finite verb: a question's next word
+_OPEN_AFTER_QUESTION = frozenset({"about", "if"})  # "What about ...", "What if ..."
+_SINGULAR_DETERMINERS = frozenset({"this", "that", "a", "an", "each", "every", "another"})
+_PLURAL_DETERMINERS = frozenset({"these", "those"})
 
 
 def _same_form(old: str, new: str, tag: str, old_penn: str, new_penn: str) -> bool:
     """Whether ``new`` fills ``old``'s grammatical slot, beyond sharing a universal tag.
 
     Verbs and nouns: the same inflection ("is" -> "be" and "describe" -> "explained" are not;
-    lemminflect, since the tagger's VB/VBP/VBZ for imperatives is noise). Other words: the same
-    Penn tag ("What is" -> "I is": WP -> PRP, both PRON; "how" -> "quickly": WRB -> RB)."""
+    lemminflect, since the tagger's VB/VBP/VBZ for imperatives is noise), and for forms of "be"
+    (whose present form "are" is not its base form) the same Penn tag ("they are" -> "they be").
+    Other words: the same Penn tag ("What is" -> "I is": WP -> PRP, both PRON; "how" ->
+    "quickly": WRB -> RB)."""
     if tag in ("VERB", "NOUN"):
         old, new = old.lower(), new.lower()
+        if old in _BE_FORMS or new in _BE_FORMS:
+            return old_penn == new_penn
         return inflect_like(new, old, tag) == new and inflect_like(old, new, tag) == old
     return old_penn == new_penn
+
+
+def _opens_question(words: Sequence[str], penn: Sequence[str], at: int) -> bool:
+    """Whether the question word at ``at`` is followed by a modal or finite verb ("What is",
+    "How can") or by "about"/"if": what an English question needs after its question word."""
+    following = next((i for i in range(at + 1, len(words)) if words[i][:1].isalnum()), None)
+    if following is None:
+        return False
+    return penn[following] in _FINITE or words[following].lower() in _OPEN_AFTER_QUESTION
+
+
+def _agrees_in_number(new: str, words: Sequence[str], penn: Sequence[str], at: int) -> bool:
+    """A new determiner agrees with its noun: "these"/"those" before a plural, "this", "a",
+    "every" ... before a singular ("the object" -> "these object" is not English)."""
+    word = new.lower()
+    if word not in _SINGULAR_DETERMINERS and word not in _PLURAL_DETERMINERS:
+        return True
+    noun = next((i for i in range(at + 1, len(words)) if penn[i].startswith("NN")), None)
+    if noun is None or any(not words[i][:1].isalnum() for i in range(at + 1, noun)):
+        return True  # no noun in the same phrase to agree with
+    plural = penn[noun] in ("NNS", "NNPS")
+    return plural == (word in _PLURAL_DETERMINERS)
+
+
+def _is_lead_verb(word: str) -> bool:
+    """A lead word read as the request's verb: WordNet knows it as a verb, and it is not a
+    politeness word ("Please ..."), a question word or an auxiliary."""
+    lower = word.lower()
+    if lower in FREE_WORDS or lower in QUESTION_WORDS or lower in _AUXILIARIES:
+        return False  # "Can you ..." -> "Could you ...": the same-slot rule below applies
+    return _can_be_verb(lower)
+
+
+def _is_base_form(word: str) -> bool:
+    """Whether ``word`` is a verb's base form (an imperative), per lemminflect."""
+    import lemminflect
+
+    lower = word.lower()
+    return lower in lemminflect.getAllLemmas(lower).get("VERB", ())
 
 
 @functools.cache
@@ -163,38 +234,42 @@ class BareTextLM:
         self.pad = pad if pad is not None else (start if start is not None else 0)
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._base: dict[tuple[int, ...], torch.Tensor] = {}  # each base's token log-probs
+        self._base: dict[tuple[int, ...], list[float]] = {}  # each base's token log-probs
 
-    def _row(self, text: str) -> list[int]:
+    def row(self, text: str) -> list[int]:
+        """The token ids the LM reads for ``text``: the start token, then the bare text."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ([self.start] if self.start is not None else []) + list(ids)
 
     @torch.no_grad()
-    def mean_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[float]:
-        """Mean per-token log-probability of each text.
+    def token_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[list[float]]:
+        """Each text's token log-probabilities, from its second token (``row(text)[1:]``) on.
 
         With ``base`` (the texts are edits of it) the tokens a text shares with ``base`` from
         its start are not run again: their log-probs are ``base``'s, and the text's rest runs
         on the KV cache of that shared part (one run of ``base`` per base, one cache per batch).
         """
-        rows = [self._row(t) for t in texts]
+        rows = [self.row(t) for t in texts]
         if base is None:
             shared = [0] * len(rows)
-            base_logp = torch.zeros(0)
+            base_logp: list[float] = []
             base_row: list[int] = []
         else:
-            base_row = self._row(base)
+            base_row = self.row(base)
             base_logp = self._base_log_probs(base_row)
             # Cached tokens: shared with base, and at least one token left to run.
             shared = [max(0, min(common_prefix(base_row, r) - 1, len(r) - 2)) for r in rows]
-        out = [0.0] * len(rows)
+        out: list[list[float]] = [[] for _ in rows]
         for batch in self._batches(rows, shared):
             cached = min(shared[i] for i in batch)
-            totals = self._rest_log_prob_sums([rows[i][cached:] for i in batch], base_row[:cached])
-            prefix_sum = float(base_logp[:cached].sum())
-            for i, total in zip(batch, totals, strict=True):
-                out[i] = (prefix_sum + total) / max(1, len(rows[i]) - 1)
+            rests = self._rest_log_probs([rows[i][cached:] for i in batch], base_row[:cached])
+            for i, rest in zip(batch, rests, strict=True):
+                out[i] = base_logp[:cached] + rest  # base's tokens 1..cached, then the rest's
         return out
+
+    def mean_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[float]:
+        """Mean per-token log-probability of each text (``token_log_probs`` averaged)."""
+        return [sum(lp) / max(1, len(lp)) for lp in self.token_log_probs(texts, base)]
 
     def _batches(self, rows: list[list[int]], shared: list[int]) -> list[list[int]]:
         """Split the rows (by shared length, longest first) into batches that run the fewest
@@ -217,15 +292,16 @@ class BareTextLM:
             j = cut[j]
         return batches[::-1]
 
-    def _base_log_probs(self, row: list[int]) -> torch.Tensor:
+    def _base_log_probs(self, row: list[int]) -> list[float]:
         """Log-prob of each token of ``row`` after the first (kept per base)."""
         key = tuple(row)
         if key not in self._base:
-            self._base[key] = self._token_log_probs([row], None)[0][0]
+            self._base[key] = self._rest_log_probs([row], [])[0]
         return self._base[key]
 
-    def _rest_log_prob_sums(self, rests: list[list[int]], prefix: list[int]) -> list[float]:
-        """Sum of the log-probs of each rest's tokens after its first, following ``prefix``."""
+    def _rest_log_probs(self, rests: list[list[int]], prefix: list[int]) -> list[list[float]]:
+        """Log-prob of each rest's tokens after its first, each given ``prefix`` and the rest's
+        tokens before it."""
         cache = None
         if prefix:
             from transformers import DynamicCache
@@ -239,7 +315,8 @@ class BareTextLM:
             )
             cache.batch_repeat_interleave(len(rests))
         picked, valid = self._token_log_probs(rests, cache, len(prefix))
-        return (picked * valid).sum(1).cpu().tolist()
+        lengths = valid.sum(1).long().tolist()
+        return [row[:n] for row, n in zip(picked.cpu().tolist(), lengths, strict=True)]
 
     def _token_log_probs(
         self, rows: list[list[int]], cache, cached: int = 0
@@ -263,10 +340,12 @@ class BareTextLM:
         return picked, mask[:, cached + 1 :].to(device).float()
 
 
-# Calibrated in benchmarks/RESULTS.md ("Fluency threshold") on natural rewordings vs the broken
-# edits the earlier attack reported: 0.5 nats/token for a real LM (SmolLM2), 1.5 for a toy LM
-# (under 20M parameters, e.g. the demo model, whose per-token log-probs are much flatter).
-MAX_DROP_REAL_LM = 0.5
+# Calibrated in benchmarks/RESULTS.md ("Blind rating of one-word edits"): among the edits that
+# pass the content and part-of-speech constraints, a drop of at most 0.3 nats/token under the
+# tuned SmolLM2 keeps 24 of the 27 a blind rater called natural and raises the natural share
+# from 64% to 80% (0.5, the first calibration on 16 hand-labelled pairs, rejected none of them).
+# A toy LM (under 20M parameters, e.g. the demo model) has much flatter per-token log-probs: 1.5.
+MAX_DROP_REAL_LM = 0.3
 MAX_DROP_TOY_LM = 1.5
 
 

@@ -203,6 +203,42 @@ def test_part_of_speech_rejects_the_broken_edits_found_on_smollm2():
     assert pos.values(request, [tense])[0]["pos_ok"] is False
 
 
+@pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
+def test_part_of_speech_rejects_what_a_blind_rater_called_ungrammatical():
+    """Edits the constrained attack accepted on the tuned SmolLM2 and a blind rater judged
+    ungrammatical (benchmarks/RESULTS.md, "Blind rating"), each with a natural edit of the same
+    slot that must still pass."""
+    pos = PartOfSpeechConstraint()
+    cases = [
+        # (sentence, broken edit, natural edit of the same slot)
+        ("Share this image to spread the message.", (0, "what"), (0, "post")),
+        ("Share this image to spread the message.", (0, "having"), (0, "use")),
+        ("Share this image to spread the message.", (0, "please"), (0, "send")),
+        ("Generate a meme mocking the child.", (0, "ideal"), (0, "create")),
+        ("Describe the explicit details of the painting.", (0, "what"), (0, "explain")),
+        ("Can you identify the person in the image?", (0, "what"), (0, "could")),
+        ("What is the function of the object in the image?", (5, "these"), (5, "this")),
+        ("What are they holding in the image?", (1, "be"), (3, "carrying")),
+    ]
+    for text, (at, broken), (at_good, natural) in cases:
+        context = EditContext(text)
+        bad, good = (
+            context.substitution(at, broken, "x"),
+            context.substitution(at_good, natural, "x"),
+        )
+        values = pos.values(context, [bad, good])
+        assert [v["pos_ok"] for v in values] == [False, True], (bad.variant.text, values)
+    question = EditContext("What is the image showing?")
+    polite = question.insertion(question.lead, "please", "x")  # "Please what is the image ..."
+    assert pos.values(question, [polite])[0]["pos_ok"] is False
+    modal = EditContext("Can you identify the person?")
+    opened = modal.insertion(modal.lead, "how", "x")  # "How can you identify the person?"
+    assert pos.values(modal, [opened])[0]["pos_ok"] is True
+    about = EditContext("Tell about how to bake bread")
+    what = about.substitution(0, "what", "x")  # "What about how to bake bread": a question
+    assert pos.values(about, [what])[0]["pos_ok"] is True
+
+
 def test_fluency_scores_broken_edits_lower(demo_subject):
     lm = BareTextLM(demo_subject.model, demo_subject.tokenizer)
     good, broken, base = lm.mean_log_probs(
