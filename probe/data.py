@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 from probe.errors import ProbeError
 from probe.errors import read_text as _read_text
@@ -251,6 +251,80 @@ def _parse_json(text: str, where: str) -> object:
         raise ProbeError(f"{where}: JSON nested too deeply to be a prompt record") from None
 
 
+_CHUNK = 1 << 16  # characters read at a time from a JSON array
+
+
+def _json_array_items(path: Path, chunk: int = _CHUNK) -> Iterator[object]:
+    """The items of the JSON array that is the whole of ``path``, parsed one at a time, so
+    memory holds one item and one read chunk, not the file. Invalid JSON is a one-line
+    ``ProbeError`` naming the item, as ``_parse_json`` words it."""
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8-sig") as handle:
+        buffer, end, eof = "", 0, False
+
+        def fill() -> bool:
+            nonlocal buffer, end, eof
+            more = _read_chunk(handle, path, chunk)
+            eof = not more
+            buffer, end = buffer[end:] + more, 0
+            return bool(more)
+
+        def skip_space() -> str:
+            """The next character that is not white space ("" at the end of the file)."""
+            nonlocal end
+            while True:
+                while end < len(buffer) and buffer[end] in " \t\r\n":
+                    end += 1
+                if end < len(buffer) or not fill():
+                    return buffer[end] if end < len(buffer) else ""
+
+        if skip_space() != "[":
+            raise ProbeError(f"{path}: not a JSON array")
+        end += 1
+        count = 0
+        while True:
+            mark = skip_space()
+            if mark == "]":
+                end += 1
+                break
+            if count:
+                if mark != ",":
+                    raise ProbeError(f"{path} item {count}: not valid JSON (expecting ',' or ']')")
+                end += 1
+                skip_space()
+            while True:
+                try:
+                    item, stop = decoder.raw_decode(buffer, end)
+                except json.JSONDecodeError as exc:
+                    if not eof and fill():
+                        continue  # the item runs on past this chunk
+                    raise ProbeError(
+                        f"{path} item {count + 1}: not valid JSON ({exc.msg})"
+                    ) from None
+                except RecursionError:
+                    raise ProbeError(
+                        f"{path} item {count + 1}: JSON nested too deeply to be a prompt record"
+                    ) from None
+                if stop == len(buffer) and not eof and fill():
+                    continue  # a number may go on in the next chunk: parse it again whole
+                break
+            end = stop
+            count += 1
+            yield item
+        if skip_space():
+            raise ProbeError(f"{path}: not valid JSON (extra data after the array)")
+
+
+def _read_chunk(handle, path: Path, size: int) -> str:
+    """Up to ``size`` characters; a decoding or read error is a one-line ``ProbeError``."""
+    try:
+        return handle.read(size)
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _resolve_image(value: str, folder: Path) -> Path:
     """An image path from a prompt file, made absolute against the file's folder."""
     image = Path(value).expanduser()
@@ -304,14 +378,13 @@ def _record_prompt(record: dict[str, object], where: str, folder: Path, default_
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Prompt]]:
     """JSON Lines, one object per line, blank lines skipped; a .json array of objects also works.
 
-    Lines are read one at a time (split at newline bytes only, as JSON Lines defines them); an array
-    is parsed whole.
+    Lines are read one at a time (split at newline bytes only, as JSON Lines defines them); an
+    array's items are read one at a time too (``_json_array_items``).
     """
     folder = path.resolve().parent
     records: Iterable[tuple[str, object]]
     if _first_character(path) == "[":
-        items = cast(list[object], _parse_json(_read_text(path), str(path)))  # a JSON list
-        records = ((f"{path} item {i}", item) for i, item in enumerate(items, 1))
+        records = ((f"{path} item {i}", item) for i, item in enumerate(_json_array_items(path), 1))
     else:
         records = (
             (f"{path} line {n}", _parse_json(line, f"{path} line {n}"))
@@ -415,9 +488,10 @@ def _read_vlguard(path: Path) -> Iterator[tuple[str, Prompt]]:
     id, and the Safety Mirage rewrite sets hold three rewrites per item). Images are resolved
     against the JSON file's folder but not required to exist (they ship separately).
     """
-    items = _parse_json(_read_text(path), str(path))
-    if not isinstance(items, list):
+    if _first_character(path) != "[":  # not an array: parse it whole to say what it is
+        items = _parse_json(_read_text(path), str(path))
         raise ProbeError(f"{path}: expected a list of VLGuard items, got {type(items).__name__}")
+    items = _json_array_items(path)
     folder = path.resolve().parent
     counts: dict[str, int] = {}
     for i, item in enumerate(items, 1):
@@ -504,15 +578,17 @@ def _read_figstep(path: Path) -> Iterator[tuple[str, Prompt]]:
 
 def _looks_like_vlguard(path: Path) -> bool:
     """Whether a .json file is a non-empty list of items that each carry an ``instr-resp`` list."""
-    try:
-        items = json.loads(_read_text(path))
-    except json.JSONDecodeError:
+    if _first_character(path) != "[":
         return False
-    return (
-        isinstance(items, list)
-        and bool(items)
-        and all(isinstance(item, dict) and "instr-resp" in item for item in items)
-    )
+    seen = False
+    try:
+        for item in _json_array_items(path):
+            if not (isinstance(item, dict) and "instr-resp" in item):
+                return False
+            seen = True
+    except ProbeError:
+        return False
+    return seen
 
 
 _READERS: dict[str, Reader] = {

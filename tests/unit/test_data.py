@@ -209,7 +209,8 @@ def one_line_error(path: Path, fmt: str | None = None) -> str:
         ("p.jsonl", "\n  \n", r"prompt file .*p\.jsonl has no prompts"),
         ("p.jsonl", "", r"prompt file .*p\.jsonl has no prompts"),
         ("p.json", "[]", r"prompt file .*p\.json has no prompts"),
-        ("p.json", "[1, ", r"p\.json: not valid JSON"),
+        ("p.json", '[{"prompt": "a"}, ', r"p\.json item 2: not valid JSON"),
+        ("p.json", '[{"prompt": "a"}] x', r"p\.json: not valid JSON \(extra data"),
         ("p.csv", "", r"prompt file .*p\.csv has no prompts"),
         ("p.csv", "prompt,label\n", r"prompt file .*p\.csv has no prompts"),
         (
@@ -390,22 +391,33 @@ def test_prompts_are_read_lazily(tmp_path: Path) -> None:
         load_prompts(path, max_prompts=1)
 
 
-@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "json", "vlguard"])
 def test_reading_a_large_file_holds_only_the_ids(tmp_path: Path, suffix: str) -> None:
-    """Memory while streaming a prompt file is a small fraction of the file, not the file."""
+    """Memory while streaming a prompt file (JSON arrays and VLGuard's JSON too) is a small
+    fraction of the file, not the file."""
     import tracemalloc
 
-    path = tmp_path / f"big.{suffix}"
+    path = tmp_path / ("big.json" if suffix == "vlguard" else f"big.{suffix}")
     text = "x" * 400
     with path.open("w", encoding="utf-8") as out:
         if suffix == "csv":
             out.write("id,prompt,label\n")
+        if suffix in ("json", "vlguard"):
+            out.write("[\n")
         for i in range(20_000):
             if suffix == "csv":
                 out.write(f"q{i},{text} {i},harmful\n")
-            else:
+            elif suffix == "jsonl":
                 out.write(json.dumps({"id": f"q{i}", "prompt": f"{text} {i}"}) + "\n")
+            else:
+                record: dict = {"id": f"q{i}", "prompt": f"{text} {i}"}
+                if suffix == "vlguard":
+                    record = {"id": f"q{i}", "safe": False, "instr-resp": [{"instruction": text}]}
+                out.write(("," if i else "") + json.dumps(record) + "\n")
+        if suffix in ("json", "vlguard"):
+            out.write("]\n")
     size = path.stat().st_size
+    assert sum(1 for _ in iter_prompts(path)) == 20_000
 
     def peak_of(read) -> int:
         tracemalloc.start()
