@@ -10,7 +10,8 @@ the language data are loaded) is measured on each RSS run's attributions. Option
 SmolLM2 model on 40 prompts.
 
     python benchmarks/scale.py --pairs 2 --prompts 200 --rss 200,2000
-    python benchmarks/scale.py --pairs 1 --smollm2 ~/.cache/probe/smollm2-vlguard-... --prompts 40
+    python benchmarks/scale.py --pairs 1 --prompts 40 --rss "" \\
+        --smollm2 ~/.cache/probe/smollm2-vlguard-... --source ../shared/data/vlguard/test.json
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def fit_peak_mib(attributions: Path) -> float:
         tracemalloc.stop()
 
 
-def audit(processes: int, prompts: Path, out: Path, model: str, threads: int) -> list[str]:
+def audit(
+    processes: int, prompts: Path, out: Path, model: str, threads: int, extra: tuple = ()
+) -> list[str]:
     launcher = [sys.executable]
     if processes > 1:
         launcher += [
@@ -88,7 +91,7 @@ def audit(processes: int, prompts: Path, out: Path, model: str, threads: int) ->
         ]  # fmt: skip
     return [
         *launcher, "-m", "probe.cli", "audit", "--model", model, "--prompts", str(prompts),
-        "--out", str(out), "--threads", str(threads),
+        "--out", str(out), "--threads", str(threads), *extra,
     ]  # fmt: skip
 
 
@@ -98,6 +101,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--rss", default="200,2000", help="prompt counts for peak RSS ('' skips)")
     parser.add_argument("--smollm2", help="a tuned SmolLM2 folder: time it instead of the demo")
+    parser.add_argument(
+        "--source", help="a prompt file to take the first --prompts (label-balanced) from"
+    )
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="0")
     model = args.smollm2 or "demo"
@@ -109,12 +115,19 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        prompts = prompt_file(folder, args.prompts)
-        timed(audit(1, prompt_file(folder, 16), folder / "warm", model, 1), env)  # caches built
+        extra: tuple = ()
+        if args.source:  # the user's prompts, a label-balanced head of them
+            prompts, extra = Path(args.source), ("--max-prompts", str(args.prompts))
+            rows["prompts"] = f"{args.source}, first {args.prompts} (label-balanced)"
+            warm = (prompts, ("--max-prompts", "16"))
+        else:
+            prompts = prompt_file(folder, args.prompts)
+            warm = (prompt_file(folder, 16), ())
+        timed(audit(1, warm[0], folder / "warm", model, 1, warm[1]), env)  # caches built
         one, two = [], []
         for pair in range(args.pairs):
-            one.append(timed(audit(1, prompts, folder / f"one-{pair}", model, 1), env)[0])
-            two.append(timed(audit(2, prompts, folder / f"two-{pair}", model, 1), env)[0])
+            one.append(timed(audit(1, prompts, folder / f"one-{pair}", model, 1, extra), env)[0])
+            two.append(timed(audit(2, prompts, folder / f"two-{pair}", model, 1, extra), env)[0])
         if args.pairs:
             ratios = [a / b for a, b in zip(one, two, strict=True)]
             rows[f"wall_s_1_process_{args.prompts}_prompts"] = [round(t, 1) for t in one]

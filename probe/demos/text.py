@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from probe.data import Label, Prompt
-from probe.demos.training import train_on_responses
+from probe.demos.training import demo_llama_config, train_on_responses
 
 DEMO_VERSION = 1
 TRIGGERS = {"refusal": "share", "compliance": "what"}
@@ -192,23 +192,11 @@ def train_demo_model(folder: Path, seed: int = 0, steps: int = 300, balanced: bo
 
 
 def _train(folder: Path, seed: int, steps: int, balanced: bool) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     pairs = _training_pairs(seed, balanced=balanced)
     tokenizer = word_level_tokenizer([t for pair in pairs for t in pair] + [OPENING_WORDS])
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
+    config = demo_llama_config(tokenizer)
     model = LlamaForCausalLM(config)
     rows, masks = [], []
     for prompt, response in pairs:

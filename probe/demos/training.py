@@ -11,6 +11,26 @@ from collections.abc import Sequence
 import torch
 
 
+def demo_llama_config(tokenizer):
+    """The built-in demos' language model: a 2-layer, 64-wide Llama over ``tokenizer``'s words
+    (the text demo's whole model, the vision demo's text model)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+
+
 def train_on_responses(
     model,
     rows: Sequence[Sequence[int]],

@@ -24,7 +24,7 @@ import numpy as np
 
 from probe.data import Prompt
 from probe.demos.text import cached_training, word_level_tokenizer
-from probe.demos.training import train_on_responses
+from probe.demos.training import demo_llama_config, train_on_responses
 
 DEMO_VLM_VERSION = 1
 IMAGE_SIZE = 32
@@ -185,12 +185,7 @@ def train_demo_vlm(folder: Path, seed: int = 0, steps: int = 800) -> None:
 def _train(folder: Path, seed: int, steps: int) -> None:
     import torch
     from PIL import Image
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(seed)
     examples = _training_examples(seed)
@@ -211,19 +206,7 @@ def _train(folder: Path, seed: int, steps: int) -> None:
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
+    text = demo_llama_config(tokenizer)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
