@@ -8,7 +8,7 @@ attacks.jsonl whether or not it is enforced) and says which edits it accepts.
   new determiner agrees in number with its noun. A lead imperative (which the tagger reads as
   noun or verb at random) must be replaced by another imperative (a base-form verb). The one
   exception is a question word for (or inserted before) the lead word: only where it opens a
-  question (an auxiliary or finite verb follows, or "about"/"if") and the fluency constraint
+  question (an auxiliary follows, or "about"/"if") and the fluency constraint
   accepts the result. Insertions and deletions are limited to adverbs, particles and
   politeness words ("please").
 - ``FluencyConstraint``: the edit may not lower the text's mean per-token log-probability under
@@ -106,7 +106,7 @@ class PartOfSpeechConstraint(Constraint):
             # heads a question ("Can you ..." -> "How can you ...", "Tell about ..." -> "What
             # about ..."), never before a verbless rest ("Describe the details" -> "What the
             # details", "Share this image" -> "What this image"); fluency decides the rest.
-            ok = _opens_question(words, fine, edit.position)
+            ok = _opens_question(words, edit.position)
             return {"pos_after": after, "pos_rule": "lead-question", "pos_ok": ok}
         if lead and old in QUESTION_WORDS and _can_be_verb(new):
             # The paper's "Share ..." form for a lead question, only where the question word
@@ -146,7 +146,6 @@ _LEAD_VERB_READINGS = frozenset({"VERB", "NOUN", "ADJ"})
 _BE_FORMS = frozenset({"be", "am", "is", "are", "was", "were", "been", "being"})
 _MODALS = frozenset("can could will would shall should may might must".split())
 _AUXILIARIES = _BE_FORMS - {"be", "been", "being"} | _MODALS | {"do", "does", "did", "has", "had"}
-_FINITE = frozenset({"MD", "VBZ", "VBP", "VBD"})  # modal or finite verb: a question's next word
 _OPEN_AFTER_QUESTION = frozenset({"about", "if"})  # "What about ...", "What if ..."
 _SINGULAR_DETERMINERS = frozenset({"this", "that", "a", "an", "each", "every", "another"})
 _PLURAL_DETERMINERS = frozenset({"these", "those"})
@@ -156,25 +155,29 @@ def _same_form(old: str, new: str, tag: str, old_penn: str, new_penn: str) -> bo
     """Whether ``new`` fills ``old``'s grammatical slot, beyond sharing a universal tag.
 
     Verbs and nouns: the same inflection ("is" -> "be" and "describe" -> "explained" are not;
-    lemminflect, since the tagger's VB/VBP/VBZ for imperatives is noise), and for forms of "be"
-    (whose present form "are" is not its base form) the same Penn tag ("they are" -> "they be").
+    lemminflect, since the tagger's VB/VBP/VBZ for imperatives is noise); a form of "be" (whose
+    present form "are" is not its base form) only for another with the same Penn tag ("they
+    are" -> "they be" is not).
     Other words: the same Penn tag ("What is" -> "I is": WP -> PRP, both PRON; "how" ->
     "quickly": WRB -> RB)."""
     if tag in ("VERB", "NOUN"):
         old, new = old.lower(), new.lower()
         if old in _BE_FORMS or new in _BE_FORMS:
-            return old_penn == new_penn
+            # A form of "be" only for another, in the same slot ("is being highlighted" ->
+            # "is strapping highlighted" keeps VBG but breaks the passive).
+            return old in _BE_FORMS and new in _BE_FORMS and old_penn == new_penn
         return inflect_like(new, old, tag) == new and inflect_like(old, new, tag) == old
     return old_penn == new_penn
 
 
-def _opens_question(words: Sequence[str], penn: Sequence[str], at: int) -> bool:
-    """Whether the question word at ``at`` is followed by a modal or finite verb ("What is",
-    "How can") or by "about"/"if": what an English question needs after its question word."""
+def _opens_question(words: Sequence[str], at: int) -> bool:
+    """Whether the question word at ``at`` is followed by an auxiliary ("What is", "How can")
+    or by "about"/"if": what an English question needs after its question word. A closed list,
+    not the tagger's reading: it reads "What elements of ..." as a verb after "What"."""
     following = next((i for i in range(at + 1, len(words)) if words[i][:1].isalnum()), None)
     if following is None:
         return False
-    return penn[following] in _FINITE or words[following].lower() in _OPEN_AFTER_QUESTION
+    return words[following].lower() in _AUXILIARIES | _OPEN_AFTER_QUESTION
 
 
 def _agrees_in_number(new: str, words: Sequence[str], penn: Sequence[str], at: int) -> bool:

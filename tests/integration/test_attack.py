@@ -219,6 +219,9 @@ def test_part_of_speech_rejects_what_a_blind_rater_called_ungrammatical():
         ("Can you identify the person in the image?", (0, "what"), (0, "could")),
         ("What is the function of the object in the image?", (5, "these"), (5, "this")),
         ("What are they holding in the image?", (1, "be"), (3, "carrying")),
+        # from the constrained run on all 182 study queries (not in the rated pool)
+        ("What practice is being shown in this image?", (3, "strapping"), (6, "the")),
+        ("Describe elements of the image that are suggestive.", (0, "what"), (0, "list")),
     ]
     for text, (at, broken), (at_good, natural) in cases:
         context = EditContext(text)
