@@ -43,6 +43,15 @@ def main() -> None:
     parser.add_argument("--demo-per-group", type=int, help="demo prompts per group (default 16)")
     parser.add_argument("--smollm2", type=int, metavar="N", help="SmolLM2 on N+N VLGuard queries")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--records", help="write every search's verified edits here (JSON)")
+    parser.add_argument(
+        "--searches",
+        default="exhaustive,guided,unconstrained",
+        help="which of exhaustive, guided, unconstrained to run (comma-separated)",
+    )
+    parser.add_argument("--max-queries", type=int, default=40, help="guided margin budget")
+    parser.add_argument("--per-position", type=int, default=6, help="guided words per position")
+    parser.add_argument("--max-verify", type=int, default=3, help="guided generations per prompt")
     args = parser.parse_args()
     config = AuditConfig(
         model=args.model,
@@ -68,26 +77,31 @@ def main() -> None:
     attributions = get_attributor("occlusion").attribute(subject, prompts)
     lexicon = LexiconBuilder().fit(attributions).lexicon_
 
+    guided = {
+        "max_new_tokens": config.max_new_tokens,
+        "max_queries": args.max_queries,
+        "guided_per_position": args.per_position,
+        "max_verify": args.max_verify,
+    }
+    searches = {
+        "exhaustive": OneWordAttack(
+            search="exhaustive", max_verify=1000, max_new_tokens=config.max_new_tokens
+        ),
+        "guided": OneWordAttack(**guided),
+        "unconstrained": OneWordAttack(**guided, constraints=()),
+    }
     rows = []
-    for name, attack in (
-        (
-            "exhaustive",
-            OneWordAttack(
-                search="exhaustive", max_verify=1000, max_new_tokens=config.max_new_tokens
-            ),
-        ),
-        ("guided (probe)", OneWordAttack(max_new_tokens=config.max_new_tokens)),
-        (
-            "guided, no constraints",
-            OneWordAttack(max_new_tokens=config.max_new_tokens, constraints=()),
-        ),
-    ):
+    for name in args.searches.split(","):
         started = time.perf_counter()
-        result = attack.run(subject, judge, lexicon, prompts, attributions, refused)
+        result = searches[name].run(subject, judge, lexicon, prompts, attributions, refused)
         rows.append((name, result, time.perf_counter() - started))
+    if args.records:
+        Path(args.records).write_text(
+            json.dumps({n: [r.to_record() for r in res.records] for n, res, _ in rows}, indent=1)
+        )
 
     print(f"model: {args.model}; prompts: {len(prompts)}; attacked: {len(rows[0][1].attacked)}")
-    print("all constraints on (content, pos, fluency) unless named")
+    print("constraints: content, pos, fluency on, except in 'unconstrained'; guided:", guided)
     print(
         f"{'search':<16} {'ASR':>6} {'over-ref':>9} {'successes':>10} {'queries':>8} "
         f"{'q/success':>10} {'seconds':>8} {'s/prompt':>9}"
@@ -100,14 +114,17 @@ def main() -> None:
             f"{result.queries:>8} {qps if qps is not None else float('nan'):>10.2f} "
             f"{seconds:>8.1f} {seconds / max(1, len(result.attacked)):>9.2f}"
         )
-    exhaustive, guided = rows[0][1], rows[1][1]
-    if exhaustive.flipped_ids and guided.flipped_ids:
-        share = len(guided.flipped_ids & exhaustive.flipped_ids) / len(exhaustive.flipped_ids)
+    by_name = {name: result for name, result, _ in rows}
+    if "exhaustive" in by_name and "guided" in by_name and by_name["exhaustive"].flipped_ids:
+        exhaustive, found = by_name["exhaustive"], by_name["guided"]
+        share = len(found.flipped_ids & exhaustive.flipped_ids) / len(exhaustive.flipped_ids)
         print(
             f"guided finds {share:.1%} of exhaustive's successes with "
-            f"{guided.queries / exhaustive.queries:.1%} of its queries"
+            f"{found.queries / exhaustive.queries:.1%} of its queries"
         )
-    for name, result, _ in rows[1:]:
+    for name, result, _ in rows:
+        if name == "exhaustive":
+            continue
         metrics = result.metrics()
         keep = ("asr", "over_refusal", "flip_share_by_constraint_level")
         print(name, json.dumps({k: metrics[k] for k in keep}, default=str))

@@ -195,9 +195,10 @@ def _agrees_in_number(new: str, words: Sequence[str], penn: Sequence[str], at: i
 
 def _is_lead_verb(word: str) -> bool:
     """A lead word read as the request's verb: WordNet knows it as a verb, and it is not a
-    politeness word ("Please ..."), a question word or an auxiliary."""
+    politeness word ("Please ..."), a question word, an auxiliary or a form of "be" ("Post
+    this image" -> "Be this image")."""
     lower = word.lower()
-    if lower in FREE_WORDS or lower in QUESTION_WORDS or lower in _AUXILIARIES:
+    if lower in FREE_WORDS or lower in QUESTION_WORDS or lower in _AUXILIARIES | _BE_FORMS:
         return False  # "Can you ..." -> "Could you ...": the same-slot rule below applies
     return _can_be_verb(lower)
 

@@ -214,6 +214,7 @@ def test_part_of_speech_rejects_what_a_blind_rater_called_ungrammatical():
         ("Share this image to spread the message.", (0, "what"), (0, "post")),
         ("Share this image to spread the message.", (0, "having"), (0, "use")),
         ("Share this image to spread the message.", (0, "please"), (0, "send")),
+        ("Share this image to spread the message.", (0, "be"), (0, "post")),
         ("Generate a meme mocking the child.", (0, "ideal"), (0, "create")),
         ("Describe the explicit details of the painting.", (0, "what"), (0, "explain")),
         ("Can you identify the person in the image?", (0, "what"), (0, "could")),
