@@ -52,6 +52,11 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=40, help="guided margin budget")
     parser.add_argument("--per-position", type=int, default=6, help="guided words per position")
     parser.add_argument("--max-verify", type=int, default=3, help="guided generations per prompt")
+    parser.add_argument(
+        "--admissible",
+        action="store_true",
+        help="guided words: the best that pass the constraints (recipes/thorough.py)",
+    )
     args = parser.parse_args()
     config = AuditConfig(
         model=args.model,
@@ -82,6 +87,7 @@ def main() -> None:
         "max_queries": args.max_queries,
         "guided_per_position": args.per_position,
         "max_verify": args.max_verify,
+        "guided_admissible": args.admissible,
     }
     searches = {
         "exhaustive": OneWordAttack(

@@ -2,7 +2,8 @@
 
 Built from parts, as TextAttack builds attacks: a goal (``goal.py``), candidate sources
 (``transformations.py``), constraints (``constraints.py``), a search strategy (``search.py``) and
-typed records (``records.py``); ``recipes/default.py`` composes the default with notes.
+typed records (``records.py``); ``recipes/default.py`` composes the default with notes,
+``recipes/thorough.py`` a wider model-guided search for real models.
 Harmful prompts the model refuses are pushed toward compliance (attack success), benign prompts
 it answers toward refusal (over-refusal); only judge-verified flips count.
 """

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 
 from probe.attack.constraints import (
     BareTextLM,
@@ -43,7 +44,10 @@ class OneWordAttack:
     ``top_k_triggers`` lexicon triggers per direction; ``max_queries`` margin queries per
     prompt (guided search); ``max_verify`` generations per prompt; ``edit_kinds``;
     ``constraints`` enforced (any of content, pos, fluency; all values are recorded anyway);
-    ``synonyms`` / ``guided`` turn the WordNet and gradient-guided sources on; ``search`` is
+    ``synonyms`` / ``guided`` turn the WordNet and gradient-guided sources on;
+    ``guided_per_position`` gradient-ranked words per position, the top ones, or with
+    ``guided_admissible`` the best that pass the cheap constraints (``recipes/thorough.py``);
+    ``search`` is
     "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the subject's own
     LM head over the bare text) and ``max_fluency_drop`` its threshold in nats per token
     (None: the calibrated ``default_max_drop`` for the LM's size).
@@ -61,6 +65,7 @@ class OneWordAttack:
         synonyms: bool = True,
         guided: bool = True,
         guided_per_position: int = 6,
+        guided_admissible: bool = False,
         search: str = "guided",
         fluency_lm: BareTextLM | None = None,
         max_fluency_drop: float | None = None,
@@ -74,6 +79,7 @@ class OneWordAttack:
         self.synonyms = synonyms
         self.guided = guided
         self.guided_per_position = guided_per_position
+        self.guided_admissible = guided_admissible
         self.search = search
         self.fluency_lm = fluency_lm
         self.max_fluency_drop = max_fluency_drop
@@ -145,7 +151,7 @@ class OneWordAttack:
                 sources.append(WordNetSynonyms())
             spent = 0
             if self.guided:  # one source per prompt: its ranking is that prompt's gradient
-                guided = GradientGuided(per_position)
+                guided = GradientGuided(per_position, admissible_first=self.guided_admissible)
                 spent = guided.prepare(subject, context, target)
                 sources.append(guided)
             if "deletion" in self.edit_kinds:
@@ -242,15 +248,8 @@ class OneWordAttack:
             word = words[i].text.lower()
             return (opposing.get(word, len(opposing)), i != context.lead, -sign * scores[i])
 
-        def group(index: int) -> list[Candidate]:
-            edits: list[Edit] = []
-            seen = {("substitution", words[index].text.lower())}
-            for source in sources:
-                for edit in source.propose(context, index):
-                    key = (edit.kind, edit.new_word.lower())
-                    if edit.kind in self.edit_kinds and key not in seen:
-                        seen.add(key)
-                        edits.append(edit)
+        def check(edits: list[Edit]) -> list[Candidate]:
+            """The edits the enforced cheap constraints accept, with every cheap value."""
             values: list[dict] = [dict() for _ in edits]
             alive = list(range(len(edits)))
             for constraint in cheap:
@@ -260,6 +259,33 @@ class OneWordAttack:
                 if constraint.name in enforced:
                     alive = [i for i in alive if constraint.accepts(values[i])]
             return [(edits[i], {**values[i], **null_values()}) for i in alive]
+
+        def group(index: int) -> list[Candidate]:
+            seen = {("substitution", words[index].text.lower())}
+
+            def unseen(edits: Iterable[Edit]) -> Iterator[Edit]:
+                for edit in edits:
+                    key = (edit.kind, edit.new_word.lower())
+                    if edit.kind in self.edit_kinds and key not in seen:
+                        seen.add(key)
+                        yield edit
+
+            kept: list[Candidate] = []
+            for source in sources:
+                fresh = unseen(source.propose(context, index))
+                if source.limit is None:
+                    kept += check(list(fresh))
+                    continue
+                # A ranked source: check its proposals best first, a chunk at a time, until
+                # ``limit`` pass or it runs out.
+                found: list[Candidate] = []
+                while len(found) < source.limit:
+                    chunk = list(itertools.islice(fresh, 2 * source.limit))
+                    if not chunk:
+                        break
+                    found += check(chunk)
+                kept += found[: source.limit]
+            return kept
 
         return Plan(sorted(context.alnum, key=priority), group)
 

@@ -7,7 +7,7 @@ gradient-guided one) compute what they need once per prompt in ``prepare``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -111,15 +111,20 @@ class EditContext:
 
 
 class CandidateSource:
-    """Proposes edits at one position of a prompt."""
+    """Proposes edits at one position of a prompt.
+
+    ``limit``: None when every proposal is a candidate; else ``propose`` yields edits best
+    first and only the first ``limit`` that pass the enforced cheap constraints are kept.
+    """
 
     name = "source"
+    limit: int | None = None
 
     def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
         """Per-prompt work before proposing; returns the model queries it spent."""
         return 0
 
-    def propose(self, context: EditContext, index: int) -> list[Edit]:
+    def propose(self, context: EditContext, index: int) -> Iterable[Edit]:
         raise NotImplementedError
 
 
@@ -180,16 +185,26 @@ class GradientGuided(CandidateSource):
     constraints filter them and the search scores them exactly. Real words: WordNet lemmas and
     stopwords that are a single token of the subject's tokenizer (with and without a space).
     ``per_position=None`` proposes every such word at every position, unranked: the candidate
-    space of the exhaustive baseline.
+    space of the exhaustive baseline. ``admissible_first``: keep the first ``per_position``
+    words *that pass the constraints* (of the best ``examine``), not the top ``per_position``
+    words of which the constraints may then reject nearly all (the thorough recipe).
     """
 
     name = "guided"
 
     def __init__(
-        self, per_position: int | None = 6, vocabulary: Sequence[str] | None = None
+        self,
+        per_position: int | None = 6,
+        vocabulary: Sequence[str] | None = None,
+        *,
+        admissible_first: bool = False,
+        examine: int = 400,
     ) -> None:
         self.per_position = per_position
         self.vocabulary = vocabulary
+        self.admissible_first = admissible_first
+        self.limit = per_position if admissible_first else None
+        self.examine = examine
         self._ranked: dict[int, list[str]] = {}
 
     def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
@@ -220,17 +235,19 @@ class GradientGuided(CandidateSource):
                 estimate = sign * (table @ g - embeds[0, at] @ g)
                 old = context.words[index].text.lower()
                 order = estimate.argsort(descending=True).tolist()
-                limit = len(order) if self.per_position is None else self.per_position + 1
-                picked = [words[j] for j in order[:limit] if words[j] != old]
-                self._ranked[index] = picked[: self.per_position]
+                if self.per_position is None:
+                    limit = len(order)
+                else:
+                    limit = self.examine if self.admissible_first else self.per_position
+                picked = [words[j] for j in order[: limit + 1] if words[j] != old]
+                self._ranked[index] = picked[:limit]
         return 1
 
-    def propose(self, context: EditContext, index: int) -> list[Edit]:
+    def propose(self, context: EditContext, index: int) -> Iterator[Edit]:
         old = context.words[index].text
-        return [
-            context.substitution(index, inflect_like(w, old, context.tag(index)), self.name)
-            for w in self._ranked.get(index, [])
-        ]
+        tag = context.tag(index)
+        for word in self._ranked.get(index, []):
+            yield context.substitution(index, inflect_like(word, old, tag), self.name)
 
 
 @functools.cache

@@ -243,6 +243,45 @@ def test_part_of_speech_rejects_what_a_blind_rater_called_ungrammatical():
     assert pos.values(about, [what])[0]["pos_ok"] is True
 
 
+@pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
+def test_admissible_first_guided_words_all_pass_and_outnumber_the_top_words(demo_subject):
+    """recipes/thorough.py's gradient source keeps the best words the cheap constraints admit:
+    every one it keeps passes them, and it keeps more than the top-k words leave standing."""
+    from probe.attack.constraints import ContentConstraint
+    from probe.attack.transformations import GradientGuided
+
+    cheap = [ContentConstraint(), PartOfSpeechConstraint()]
+    totals = {}
+    for admissible_first in (False, True):
+        attack = OneWordAttack(guided_admissible=admissible_first, guided_per_position=5)
+        kept = 0
+        for prompt in demo_prompts(0, per_group=2):
+            context = EditContext(prompt.query)
+            source = GradientGuided(5, admissible_first=admissible_first)
+            source.prepare(demo_subject, context, "compliance")
+            enforced = {"content", "pos"}
+            plan = attack._plan(context, None, "compliance", [], [source], cheap, enforced)
+            for index in range(len(plan)):
+                group = plan[index]
+                assert len(group) <= 5
+                assert all(v["pos_ok"] and not v["content_word"] for _, v in group)
+                kept += len(group)
+        totals[admissible_first] = kept
+    assert totals[True] > totals[False], totals
+
+
+def test_thorough_recipe_flips_at_least_what_the_default_does(demo_setup, guided):
+    from probe.attack.recipes.thorough import thorough_attack
+
+    subject, judge, lexicon, prompts, attributions, refused = demo_setup
+    result = thorough_attack(max_new_tokens=16).run(
+        subject, judge, lexicon, prompts, attributions, refused
+    )
+    assert result.flipped_ids >= guided.flipped_ids
+    for record in result.flips():
+        assert record.pos_ok and not record.content_word and record.fluency_ok
+
+
 def test_fluency_scores_broken_edits_lower(demo_subject):
     lm = BareTextLM(demo_subject.model, demo_subject.tokenizer)
     good, broken, base = lm.mean_log_probs(
