@@ -50,21 +50,6 @@ def rebuild(rows: list[dict], prompts: dict) -> list[dict]:
     return out
 
 
-def wilson(k: int, n: int) -> str:
-    from probe.lexicon.stats import wilson_interval
-
-    low, high = wilson_interval(k, n)
-    return f"{k}/{n} = {k / n:.0%} [{low:.0%}, {high:.0%}]" if n else "-"
-
-
-def auc(scores: list[float], labels: list[int]) -> float:
-    """P(score of a positive > score of a negative), ties half."""
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / max(1, len(pos) * len(neg))
-
-
 def fluency_measures(lm, items: list[dict]) -> dict[str, list[float]]:
     """Per edit: change (edited minus original) of the mean per-token log-prob (the
     constraint's value), of the summed log-prob, and of the sum over the changed tokens and
@@ -94,6 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
     import vlguard_smollm2 as study
+    from sklearn.metrics import roc_auc_score
 
     from probe.attack.constraints import (
         BareTextLM,
@@ -138,27 +124,30 @@ def main() -> None:
         ),
     }
     fine = sum(int(r["grammatical"]) for r in controls)
-    print(f"controls (original queries) rated grammatical: {wilson(fine, len(controls))}")
+    print(f"controls (original queries) rated grammatical: {study.rate_ci(fine, len(controls))}")
     print(f"{'constraints enforced':<34} {'accepted':>8}  {'grammatical (blind)':<24} natural")
     for name, accepts in levels.items():
         kept = [i for i in items if accepts(i["values"])]
         g = sum(int(i["row"]["grammatical"]) for i in kept)
         n = sum(int(i["row"]["natural"]) for i in kept)
-        print(f"{name:<34} {len(kept):>8}  {wilson(g, len(kept)):<24} {wilson(n, len(kept))}")
+        shares = f"{study.rate_ci(g, len(kept)):<26} {study.rate_ci(n, len(kept))}"
+        print(f"{name:<34} {len(kept):>8}  {shares}")
     passing = [k for k, i in enumerate(items) if levels["content + part of speech"](i["values"])]
     print("\nfluency measure (tuned SmolLM2 LM, edited minus original): AUC for the rater's labels")
     print(f"{'measure':<16} {'grammatical':>11} {'natural':>8} {'natural | content+POS':>22}")
     for name, scores in fluency_measures(lm, items).items():
         sub = [scores[k] for k in passing]
-        print(
-            f"{name:<16} {auc(scores, grammatical):>11.3f} {auc(scores, natural):>8.3f} "
-            f"{auc(sub, [natural[k] for k in passing]):>22.3f}"
+        areas = (
+            roc_auc_score(grammatical, scores),
+            roc_auc_score(natural, scores),
+            roc_auc_score([natural[k] for k in passing], sub),
         )
+        print(f"{name:<16} {areas[0]:>11.3f} {areas[1]:>8.3f} {areas[2]:>22.3f}")
     print("\nbound on the mean drop (nats/token) among content + POS edits: kept, natural share")
     for drop in (0.1, 0.2, 0.3, 0.4, 0.5, 0.75):
         kept = [k for k in passing if items[k]["values"]["fluency"] >= -drop]
         n = sum(natural[k] for k in kept)
-        print(f"  {drop:<5} {len(kept):>3}/{len(passing)}  natural {wilson(n, len(kept))}")
+        print(f"  {drop:<5} {len(kept):>3}/{len(passing)}  natural {study.rate_ci(n, len(kept))}")
     for k in passing:
         if not grammatical[k]:
             print("accepted by content + POS, rated ungrammatical:", items[k]["edit"].variant.text)

@@ -47,10 +47,9 @@ class OneWordAttack:
     ``synonyms`` / ``guided`` turn the WordNet and gradient-guided sources on;
     ``guided_per_position`` gradient-ranked words per position, the top ones, or with
     ``guided_admissible`` the best that pass the cheap constraints (``recipes/thorough.py``);
-    ``search`` is
-    "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the subject's own
-    LM head over the bare text) and ``max_fluency_drop`` its threshold in nats per token
-    (None: the calibrated ``default_max_drop`` for the LM's size).
+    ``search`` is "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the
+    subject's own LM head over the bare text) and ``max_fluency_drop`` its threshold in nats
+    per token (None: the calibrated ``default_max_drop`` for the LM's size).
     A query is one margin evaluation, one generation, or one gradient pass.
     """
 
