@@ -2,11 +2,12 @@
 lexicon, attack, report.
 
 ``probe audit``, every stage subcommand, the notebooks and the benchmarks call these, so a stage
-gives one result however it is run. Stages that work per prompt run in fixed chunks of
-``batch_size`` prompts (chunk k is always the same prompts, so a resumed or multi-process run
-batches exactly as a one-process run does); each chunk's records are appended to the stage's
-file as soon as they exist, a rerun skips what the file already holds, and a prompt that fails
-(an over-long prompt) is recorded in ``failures.jsonl`` and skipped instead of ending the run.
+gives one result however it is run. Stages that work per prompt run in fixed chunks of at most
+``batch_size`` prompts (``chunks_of``: chunk k is always the same prompts, so a resumed or
+multi-process run batches exactly as a one-process run does); each chunk's records are appended
+to the stage's file as soon as they exist, a rerun skips what the file already holds, and a
+prompt that fails (an over-long prompt) is recorded in ``failures.jsonl`` and skipped instead of
+ending the run.
 """
 
 from __future__ import annotations
@@ -348,8 +349,32 @@ class StageOutput:
     failures: list[dict]
 
 
+# A stage splits its prompts into a multiple of CHUNK_GROUPS chunks (while each keeps at least
+# MIN_CHUNK_SIZE prompts), so that 2, 4 or 8 processes get equal shares: 40 prompts in batches
+# of 16 were 3 chunks, 24 prompts for one rank and 16 for the other (at most 1.67x with two
+# processes); they are now 8 chunks of 5. 200 prompts: 16 chunks of 12 or 13, not 13 of 16.
+CHUNK_GROUPS = 8
+MIN_CHUNK_SIZE = 4
+
+
 def chunks_of(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
-    return [list(prompts[i : i + size]) for i in range(0, len(prompts), size)]
+    """The stage's fixed chunks: at most ``size`` prompts each, a multiple of ``CHUNK_GROUPS``
+    of them (while each keeps ``MIN_CHUNK_SIZE`` prompts), their sizes differing by at most one.
+
+    They depend on the prompts and ``size`` only, never on the number of processes, so every
+    world size batches the same prompts together and gets the same numbers.
+    """
+    count = len(prompts)
+    if not count:
+        return []
+    needed = -(-count // max(1, size))
+    grouped = -(-needed // CHUNK_GROUPS) * CHUNK_GROUPS
+    n_chunks = max(needed, min(grouped, -(-count // MIN_CHUNK_SIZE)))
+    small, extra = divmod(count, n_chunks)
+    bounds = [0]
+    for k in range(n_chunks):
+        bounds.append(bounds[-1] + small + (k < extra))
+    return [list(prompts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _guarded(

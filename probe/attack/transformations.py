@@ -205,10 +205,10 @@ class GradientGuided(CandidateSource):
         self.admissible_first = admissible_first
         self.limit = per_position if admissible_first else None
         self.examine = examine
-        self._ranked: dict[int, list[str]] = {}
+        self.estimates_: dict[int, list[tuple[str, float]]] = {}  # per position, best first
 
     def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
-        self._ranked = {}
+        self.estimates_ = {}
         words, ids = _single_token_words(subject, tuple(self.vocabulary or _english_words()))
         if not words:
             return 0
@@ -239,14 +239,15 @@ class GradientGuided(CandidateSource):
                     limit = len(order)
                 else:
                     limit = self.examine if self.admissible_first else self.per_position
-                picked = [words[j] for j in order[: limit + 1] if words[j] != old]
-                self._ranked[index] = picked[:limit]
+                values = estimate.tolist()
+                picked = [(words[j], values[j]) for j in order[: limit + 1] if words[j] != old]
+                self.estimates_[index] = picked[:limit]
         return 1
 
     def propose(self, context: EditContext, index: int) -> Iterator[Edit]:
         old = context.words[index].text
         tag = context.tag(index)
-        for word in self._ranked.get(index, []):
+        for word, _ in self.estimates_.get(index, []):
             yield context.substitution(index, inflect_like(word, old, tag), self.name)
 
 

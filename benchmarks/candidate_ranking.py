@@ -1,0 +1,226 @@
+"""Candidate ranking: how early does a ranker put a one-word flip among the admissible words?
+
+The guided source's candidate space at a position is every real one-token English word that
+passes the content and part-of-speech constraints (the space ``attack_efficiency.py``'s
+exhaustive search scores). This benchmark scores *every* such candidate exactly (margin,
+shared-prefix KV cache), adds the fluency value and a judge-verified generation for the ones
+whose margin crossed, and records two cheap per-candidate signals a ranker can use before any
+exact query: the gradient's first-order estimate of the margin change, and the log-probability
+the subject's own LM gives the new word after the words before it (one forward pass over the
+bare text per prompt). ``--analyze`` then replays the guided search offline under each ranker:
+positions in the attack's order, the first ``m`` words per position by the ranker, a query
+budget; a prompt succeeds when a scored candidate is a verified, fluent flip.
+
+    python benchmarks/candidate_ranking.py --smollm2 12 --out ranking.json   # ~1 h, 1 core
+    python benchmarks/candidate_ranking.py --analyze ranking.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from probe.attack import OneWordAttack
+from probe.attack.constraints import (
+    BareTextLM,
+    ContentConstraint,
+    FluencyConstraint,
+    PartOfSpeechConstraint,
+    default_max_drop,
+)
+from probe.attack.goal import Goal, target_for
+from probe.attack.transformations import EditContext, GradientGuided
+from probe.attribution import get_attributor
+from probe.judge import RefusalJudge
+from probe.lexicon.builder import LexiconBuilder
+from probe.nlp import has_tagger, inflect_like
+
+MAX_VERIFY = 30  # verified generations per prompt (crossed, fluent candidates, best first)
+
+
+def word_log_probs(lm: BareTextLM, context: EditContext) -> dict[int, torch.Tensor]:
+    """Per word position: the LM's log-probabilities of the next token after the text before it."""
+    text = context.text
+    tokenizer = lm.tokenizer
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    row = lm.row(text)
+    device = next(lm.model.parameters()).device
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([row], device=device)).logits[0]
+    logp = logits.float().log_softmax(-1)
+    shift = len(row) - len(encoded["input_ids"])  # the start token
+    out = {}
+    for index in context.alnum:
+        start = context.words[index].start
+        token = next(
+            (t for t, (a, b) in enumerate(encoded["offset_mapping"]) if a <= start < max(b, a + 1)),
+            None,
+        )
+        if token is not None:
+            out[index] = logp[token + shift - 1]
+    return out
+
+
+def first_token(tokenizer, word: str, at_start: bool) -> int:
+    return tokenizer(("" if at_start else " ") + word, add_special_tokens=False)["input_ids"][0]
+
+
+def dump(n: int, out: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from attack_efficiency import smollm2_setup
+
+    subject, prompts, label = smollm2_setup(n)
+    judge = RefusalJudge.default()
+    responses = subject.generate([p.prompt for p in prompts], 24)
+    refused = {p.id: judge.is_refusal(r) for p, r in zip(prompts, responses, strict=True)}
+    attributions = get_attributor("occlusion").attribute(subject, prompts)
+    by_id = {a.id: a for a in attributions}
+    lexicon = LexiconBuilder().fit(attributions).lexicon_
+    lm = BareTextLM(subject.model, subject.tokenizer, subject.batch_size)
+    fluency = FluencyConstraint(lm, default_max_drop(lm.model))
+    attack = OneWordAttack(edit_kinds=("substitution",))
+    tagged = has_tagger()
+    contexts = {p.id: EditContext(p.query, tagged) for p in prompts}
+    content_vocabulary = frozenset(
+        e.word.lower() for e in lexicon.entries if e.role == "content"
+    ) | {c.words[i].text.lower() for c in contexts.values() for i in c.content}
+    records = []
+    for prompt in tqdm(prompts, desc="prompts"):
+        target = target_for(prompt, refused[prompt.id])
+        if target is None:
+            continue
+        started = time.perf_counter()
+        goal = Goal(target, 0)
+        context = contexts[prompt.id]
+        context.content_vocabulary = content_vocabulary
+        guided = GradientGuided(None)
+        guided.prepare(subject, context, target)
+        estimate: dict[int, dict[str, float]] = {}
+        for index, pairs in guided.estimates_.items():  # keyed by the inflected word
+            old, tag = context.words[index].text, context.tag(index)
+            for word, value in pairs:
+                estimate.setdefault(index, {}).setdefault(
+                    inflect_like(word, old, tag).lower(), value
+                )
+        plan = attack._plan(
+            context, by_id.get(prompt.id), target, [], [guided],
+            [ContentConstraint(), PartOfSpeechConstraint()], {"content", "pos"},
+        )  # fmt: skip
+        prior = word_log_probs(lm, context)
+        base = subject.encode(prompt.query).input_ids
+        cache = subject.prefill(base)
+        candidates = []
+        for order, index in enumerate(plan.keys):
+            group = plan[order]
+            if not group:
+                continue
+            margins = subject.shared_prefix_margins(
+                base, [subject.encode(e.variant).input_ids for e, _ in group], prefix=cache
+            )
+            at_start = index == context.lead
+            for (edit, _), margin in zip(group, margins.tolist(), strict=True):
+                token = first_token(subject.tokenizer, edit.new_word, at_start)
+                candidates.append({
+                    "order": order, "position": index, "word": edit.new_word,
+                    "estimate": estimate.get(index, {}).get(edit.new_word.lower()),
+                    "prior": float(prior[index][token]) if index in prior else None,
+                    "progress": goal.progress(margin), "variant": edit.variant.text,
+                })  # fmt: skip
+        crossed = sorted((c for c in candidates if c["progress"] > 0), key=lambda c: -c["progress"])
+        if crossed:
+            edits = [context.substitution(c["position"], c["word"], "guided") for c in crossed]
+            for c, values in zip(crossed, fluency.values(context, edits), strict=True):
+                c["fluency"] = values["fluency"]
+                c["fluency_ok"] = values["fluency_ok"]
+        fluent = [c for c in crossed if c["fluency_ok"]][:MAX_VERIFY]
+        if fluent:
+            replies = subject.generate([c["variant"] for c in fluent], 24)
+            for c, reply, verdict in zip(fluent, replies, judge.verdicts(replies), strict=True):
+                c["flipped"] = goal.succeeded(verdict.refusal)
+                c["response"] = reply
+        records.append({
+            "id": prompt.id, "target": target, "original": prompt.prompt,
+            "positions": plan.keys, "seconds": time.perf_counter() - started,
+            "candidates": candidates,
+        })  # fmt: skip
+        out.write_text(json.dumps({"model": label, "prompts": records}, indent=0))
+    print(f"wrote {out}")
+
+
+# ------------------------------------------------------------------ offline replay
+
+RANKERS = {
+    "gradient": lambda c, w: c["estimate"] if c["estimate"] is not None else -np.inf,
+    "lm prior": lambda c, w: c["prior"] if c["prior"] is not None else -np.inf,
+    "gradient + w * lm prior": lambda c, w: (c["estimate"] or 0.0) + w * (c["prior"] or -30.0),
+}
+
+
+def _descending(fn, w: float, candidate: dict) -> float:
+    return -fn(candidate, w)
+
+
+def replay(prompt: dict, rank, m: int, budget: int | None) -> tuple[bool, int]:
+    """(success, queries) of a guided search over this prompt's candidates under ``rank``."""
+    queries = 0
+    for order in range(len(prompt["positions"])):
+        group = sorted((c for c in prompt["candidates"] if c["order"] == order), key=rank)
+        group = group[:m] if m else group
+        queries += len(group)
+        if any(c.get("flipped") for c in group):
+            return True, queries
+        if budget is not None and queries >= budget:
+            break
+    return False, queries
+
+
+def analyze(path: Path) -> None:
+    data = json.loads(path.read_text())
+    prompts = data["prompts"]
+    flippable = [p for p in prompts if any(c.get("flipped") for c in p["candidates"])]
+    total = sum(len(p["candidates"]) for p in prompts)
+    print(f"model: {data['model']}; attacked: {len(prompts)}; candidates: {total}; "
+          f"exhaustive successes (verified, fluent): {len(flippable)}")  # fmt: skip
+    print(f"{'ranker':<30} {'w':>5} {'m':>4} {'budget':>7} {'found':>6} {'share':>6} "
+          f"{'queries':>8} {'q share':>8}")  # fmt: skip
+    for name, fn in RANKERS.items():
+        for w in (0.0,) if "w *" not in name else (0.02, 0.05, 0.1, 0.2, 0.5):
+            for m in (6, 10, 20):
+                for budget in (40, 100):
+                    key = functools.partial(_descending, fn, w)
+                    results = [replay(p, key, m, budget) for p in prompts]
+                    found = sum(ok for ok, _ in results)
+                    queries = sum(q for _, q in results)
+                    print(
+                        f"{name:<30} {w:>5} {m:>4} {budget:>7} {found:>6} "
+                        f"{found / max(1, len(flippable)):>6.0%} {queries:>8} "
+                        f"{queries / total:>8.1%}"
+                    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smollm2", type=int, metavar="N", help="N unsafe + N safe queries")
+    parser.add_argument("--out", type=Path, help="write the candidates here (JSON)")
+    parser.add_argument("--analyze", type=Path, help="replay rankers over a written file")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.analyze:
+        analyze(args.analyze)
+    elif args.smollm2 and args.out:
+        dump(args.smollm2, args.out)
+    else:
+        parser.error("give --smollm2 N --out FILE, or --analyze FILE")
+
+
+if __name__ == "__main__":
+    main()
