@@ -11,15 +11,18 @@ bare text per prompt). ``--analyze`` then replays the guided search offline unde
 positions in the attack's order, the first ``m`` words per position by the ranker, a query
 budget; a prompt succeeds when a scored candidate is a verified, fluent flip.
 
-    python benchmarks/candidate_ranking.py --smollm2 12 --out ranking.json   # ~1 h, 1 core
-    python benchmarks/candidate_ranking.py --analyze ranking.json
+    python benchmarks/candidate_ranking.py --smollm2 12 --out a.json --shard 0/2  # ~2-4 min a
+    python benchmarks/candidate_ranking.py --smollm2 12 --out b.json --shard 1/2  # prompt, 1 core
+    python benchmarks/candidate_ranking.py --analyze a.json b.json
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -73,7 +76,7 @@ def first_token(tokenizer, word: str, at_start: bool) -> int:
     return tokenizer(("" if at_start else " ") + word, add_special_tokens=False)["input_ids"][0]
 
 
-def dump(n: int, out: Path) -> None:
+def dump(n: int, out: Path, shard: tuple[int, int] = (0, 1)) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from attack_efficiency import smollm2_setup
 
@@ -93,10 +96,10 @@ def dump(n: int, out: Path) -> None:
         e.word.lower() for e in lexicon.entries if e.role == "content"
     ) | {c.words[i].text.lower() for c in contexts.values() for i in c.content}
     records = []
-    for prompt in tqdm(prompts, desc="prompts"):
+    attacked = [p for p in prompts if target_for(p, refused[p.id]) is not None]
+    for prompt in tqdm(attacked[shard[0] :: shard[1]], desc="prompts"):
         target = target_for(prompt, refused[prompt.id])
-        if target is None:
-            continue
+        assert target is not None
         started = time.perf_counter()
         goal = Goal(target, 0)
         context = contexts[prompt.id]
@@ -157,67 +160,116 @@ def dump(n: int, out: Path) -> None:
 
 # ------------------------------------------------------------------ offline replay
 
-RANKERS = {
-    "gradient": lambda c, w: c["estimate"] if c["estimate"] is not None else -np.inf,
-    "lm prior": lambda c, w: c["prior"] if c["prior"] is not None else -np.inf,
-    "gradient + w * lm prior": lambda c, w: (c["estimate"] or 0.0) + w * (c["prior"] or -30.0),
+
+def _gradient(c: dict, w: float) -> float:
+    return c["estimate"] if c["estimate"] is not None else -np.inf
+
+
+def _prior(c: dict, w: float) -> float:
+    return c["prior"] if c["prior"] is not None else -np.inf
+
+
+def _gradient_and_prior(c: dict, w: float) -> float:
+    return _gradient(c, w) + w * _prior(c, w)
+
+
+def _random(c: dict, w: float) -> float:
+    return random.Random(f"{c['position']} {c['word']}").random()
+
+
+def _exact(c: dict, w: float) -> float:
+    return c["progress"]
+
+
+RANKERS = {  # name: (score, weights tried); higher scores are scored exactly first
+    "gradient": (_gradient, (0.0,)),
+    "lm prior": (_prior, (0.0,)),
+    "gradient + w * lm prior": (_gradient_and_prior, (0.03, 0.1, 0.3, 1.0)),
+    "random": (_random, (0.0,)),
+    "exact margin (oracle)": (_exact, (0.0,)),
 }
 
 
-def _descending(fn, w: float, candidate: dict) -> float:
-    return -fn(candidate, w)
+def replay(prompt: dict, score, scope: str, m: int, budget: int) -> tuple[bool, int]:
+    """(success, queries) of a search over this prompt's candidates under ``score``.
 
-
-def replay(prompt: dict, rank, m: int, budget: int | None) -> tuple[bool, int]:
-    """(success, queries) of a guided search over this prompt's candidates under ``rank``."""
+    ``scope`` "position": positions in the attack's order, the best ``m`` words of each;
+    "global": all (position, word) candidates best first, ``m`` at a time. Stops at the first
+    group holding a verified flip, or once ``budget`` queries are spent."""
+    candidates = prompt["candidates"]
+    if scope == "position":
+        groups = [
+            sorted((c for c in candidates if c["order"] == k), key=score, reverse=True)[:m]
+            for k in range(len(prompt["positions"]))
+        ]
+    else:
+        ranked = sorted(candidates, key=score, reverse=True)
+        groups = [ranked[i : i + m] for i in range(0, len(ranked), m)]
     queries = 0
-    for order in range(len(prompt["positions"])):
-        group = sorted((c for c in prompt["candidates"] if c["order"] == order), key=rank)
-        group = group[:m] if m else group
+    for group in groups:
         queries += len(group)
         if any(c.get("flipped") for c in group):
             return True, queries
-        if budget is not None and queries >= budget:
+        if queries >= budget:
             break
     return False, queries
 
 
-def analyze(path: Path) -> None:
-    data = json.loads(path.read_text())
-    prompts = data["prompts"]
+def first_flip_rank(prompt: dict, score) -> float:
+    """Where the best-ranked verified flip falls among the prompt's candidates (0 = first)."""
+    ranked = sorted(prompt["candidates"], key=score, reverse=True)
+    first = next(i for i, c in enumerate(ranked) if c.get("flipped"))
+    return first / len(ranked)
+
+
+def analyze(paths: list[Path]) -> None:
+    files = [json.loads(path.read_text()) for path in paths]
+    prompts = [p for f in files for p in f["prompts"]]
     flippable = [p for p in prompts if any(c.get("flipped") for c in p["candidates"])]
     total = sum(len(p["candidates"]) for p in prompts)
-    print(f"model: {data['model']}; attacked: {len(prompts)}; candidates: {total}; "
-          f"exhaustive successes (verified, fluent): {len(flippable)}")  # fmt: skip
-    print(f"{'ranker':<30} {'w':>5} {'m':>4} {'budget':>7} {'found':>6} {'share':>6} "
-          f"{'queries':>8} {'q share':>8}")  # fmt: skip
-    for name, fn in RANKERS.items():
-        for w in (0.0,) if "w *" not in name else (0.02, 0.05, 0.1, 0.2, 0.5):
-            for m in (6, 10, 20):
-                for budget in (40, 100):
-                    key = functools.partial(_descending, fn, w)
-                    results = [replay(p, key, m, budget) for p in prompts]
-                    found = sum(ok for ok, _ in results)
-                    queries = sum(q for _, q in results)
-                    print(
-                        f"{name:<30} {w:>5} {m:>4} {budget:>7} {found:>6} "
-                        f"{found / max(1, len(flippable)):>6.0%} {queries:>8} "
-                        f"{queries / total:>8.1%}"
-                    )
+    print(
+        f"model: {files[0]['model']}; attacked: {len(prompts)}; candidates: {total} "
+        f"({total / max(1, len(prompts)):.0f} per prompt); exhaustive successes (verified, "
+        f"fluent flips): {len(flippable)} ({sum(p['target'] == 'compliance' for p in flippable)} "
+        "toward compliance)"
+    )
+    print(f"{'ranker':<26} {'w':>5} {'median first-flip rank':>23} {'within 10%':>11}")
+    for name, (fn, weights) in RANKERS.items():
+        for w in weights:
+            ranks = [first_flip_rank(p, functools.partial(fn, w=w)) for p in flippable]
+            within = sum(r <= 0.1 for r in ranks)
+            median = float(np.median(ranks)) if ranks else float("nan")
+            print(f"{name:<26} {w:>5} {median:>23.1%} {within:>6}/{len(ranks)}")
+    print(f"\n{'ranker':<26} {'w':>5} {'scope':>9} {'m':>4} {'budget':>7} {'found':>6} "
+          f"{'share':>6} {'queries':>8} {'q share':>8}")  # fmt: skip
+    for name, (fn, weights) in RANKERS.items():
+        for w, scope, m, budget in itertools.product(
+            weights, ("position", "global"), (6, 20), (40, 100, 200)
+        ):
+            score = functools.partial(fn, w=w)
+            results = [replay(p, score, scope, m, budget) for p in prompts]
+            found = sum(ok for ok, _ in results)
+            queries = sum(q for _, q in results)
+            print(
+                f"{name:<26} {w:>5} {scope:>9} {m:>4} {budget:>7} {found:>6} "
+                f"{found / max(1, len(flippable)):>6.0%} {queries:>8} {queries / total:>8.1%}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smollm2", type=int, metavar="N", help="N unsafe + N safe queries")
     parser.add_argument("--out", type=Path, help="write the candidates here (JSON)")
-    parser.add_argument("--analyze", type=Path, help="replay rankers over a written file")
+    parser.add_argument("--analyze", type=Path, nargs="+", help="replay rankers over written files")
+    parser.add_argument("--shard", default="0/1", help="K/N: attacked prompts K, K+N, ...")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.analyze:
         analyze(args.analyze)
     elif args.smollm2 and args.out:
-        dump(args.smollm2, args.out)
+        k, n = (int(x) for x in args.shard.split("/"))
+        dump(args.smollm2, args.out, (k, n))
     else:
         parser.error("give --smollm2 N --out FILE, or --analyze FILE")
 

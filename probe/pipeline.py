@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from probe.attack import AttackRecord, AttackResult, OneWordAttack
+from probe.attack.goal import target_for
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
@@ -715,7 +716,8 @@ def attack(
     log = log or Stage("attack-chunks")
     runner = build_attack(config)
     by_id = {a.id: a for a in attributions}
-    prompts = [p for p in prompts if p.id in refused]
+    # Only the prompts the attack pushes are chunked, so every chunk (and rank) gets real work.
+    prompts = [p for p in prompts if target_for(p, refused.get(p.id)) is not None]
 
     def previous() -> tuple[list[dict], list[dict]]:
         entries = log.read()
