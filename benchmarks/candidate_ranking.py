@@ -194,14 +194,17 @@ def replay(prompt: dict, score, scope: str, m: int, budget: int) -> tuple[bool, 
     """(success, queries) of a search over this prompt's candidates under ``score``.
 
     ``scope`` "position": positions in the attack's order, the best ``m`` words of each;
-    "global": all (position, word) candidates best first, ``m`` at a time. Stops at the first
-    group holding a verified flip, or once ``budget`` queries are spent."""
+    "best position": the same, positions ordered by their best candidate's score; "global":
+    all (position, word) candidates best first, ``m`` at a time. Stops at the first group
+    holding a verified flip, or once ``budget`` queries are spent."""
     candidates = prompt["candidates"]
-    if scope == "position":
+    if scope != "global":
         groups = [
             sorted((c for c in candidates if c["order"] == k), key=score, reverse=True)[:m]
             for k in range(len(prompt["positions"]))
         ]
+        if scope == "best position":
+            groups.sort(key=lambda g: score(g[0]) if g else -np.inf, reverse=True)
     else:
         ranked = sorted(candidates, key=score, reverse=True)
         groups = [ranked[i : i + m] for i in range(0, len(ranked), m)]
@@ -240,18 +243,18 @@ def analyze(paths: list[Path]) -> None:
             within = sum(r <= 0.1 for r in ranks)
             median = float(np.median(ranks)) if ranks else float("nan")
             print(f"{name:<26} {w:>5} {median:>23.1%} {within:>6}/{len(ranks)}")
-    print(f"\n{'ranker':<26} {'w':>5} {'scope':>9} {'m':>4} {'budget':>7} {'found':>6} "
+    print(f"\n{'ranker':<26} {'w':>5} {'scope':>13} {'m':>4} {'budget':>7} {'found':>6} "
           f"{'share':>6} {'queries':>8} {'q share':>8}")  # fmt: skip
     for name, (fn, weights) in RANKERS.items():
         for w, scope, m, budget in itertools.product(
-            weights, ("position", "global"), (6, 20), (40, 100, 200)
+            weights, ("position", "best position", "global"), (6, 20), (40, 100, 200)
         ):
             score = functools.partial(fn, w=w)
             results = [replay(p, score, scope, m, budget) for p in prompts]
             found = sum(ok for ok, _ in results)
             queries = sum(q for _, q in results)
             print(
-                f"{name:<26} {w:>5} {scope:>9} {m:>4} {budget:>7} {found:>6} "
+                f"{name:<26} {w:>5} {scope:>13} {m:>4} {budget:>7} {found:>6} "
                 f"{found / max(1, len(flippable)):>6.0%} {queries:>8} {queries / total:>8.1%}"
             )
 
