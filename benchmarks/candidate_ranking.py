@@ -76,7 +76,7 @@ def first_token(tokenizer, word: str, at_start: bool) -> int:
     return tokenizer(("" if at_start else " ") + word, add_special_tokens=False)["input_ids"][0]
 
 
-def dump(n: int, out: Path, shard: tuple[int, int] = (0, 1)) -> None:
+def dump(n: int, out: Path, shard: tuple[int, int] = (0, 1), skip: frozenset = frozenset()) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from attack_efficiency import smollm2_setup
 
@@ -96,7 +96,7 @@ def dump(n: int, out: Path, shard: tuple[int, int] = (0, 1)) -> None:
         e.word.lower() for e in lexicon.entries if e.role == "content"
     ) | {c.words[i].text.lower() for c in contexts.values() for i in c.content}
     records = []
-    attacked = [p for p in prompts if target_for(p, refused[p.id]) is not None]
+    attacked = [p for p in prompts if target_for(p, refused[p.id]) is not None and p.id not in skip]
     for prompt in tqdm(attacked[shard[0] :: shard[1]], desc="prompts"):
         target = target_for(prompt, refused[prompt.id])
         assert target is not None
@@ -265,6 +265,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the candidates here (JSON)")
     parser.add_argument("--analyze", type=Path, nargs="+", help="replay rankers over written files")
     parser.add_argument("--shard", default="0/1", help="K/N: attacked prompts K, K+N, ...")
+    parser.add_argument("--skip", type=Path, nargs="*", default=[], help="files of done prompts")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -272,7 +273,10 @@ def main() -> None:
         analyze(args.analyze)
     elif args.smollm2 and args.out:
         k, n = (int(x) for x in args.shard.split("/"))
-        dump(args.smollm2, args.out, (k, n))
+        done = frozenset(
+            p["id"] for path in args.skip for p in json.loads(path.read_text())["prompts"]
+        )
+        dump(args.smollm2, args.out, (k, n), done)
     else:
         parser.error("give --smollm2 N --out FILE, or --analyze FILE")
 
