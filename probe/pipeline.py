@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -378,6 +378,25 @@ def chunks_of(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
     return [list(prompts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def _progress(
+    chunks: list[list[Prompt]], world: World, name: str, show: bool
+) -> Iterator[list[Prompt]]:
+    """The chunks this rank claims (``World.share``), with a progress bar on rank 0 (which
+    counts its own chunks: how many of the total the others take is known only at the end)."""
+    bar = tqdm(
+        total=len(chunks) if world.size == 1 else None,
+        desc=name if world.size == 1 else f"{name} (rank 0)",
+        unit="chunk",
+        disable=not (show and world.is_main),
+    )
+    try:
+        for index in world.share(len(chunks)):
+            yield chunks[index]
+            bar.update(1)
+    finally:
+        bar.close()
+
+
 def _guarded(
     stage: str, compute: Callable[[list[Prompt]], list[dict]], chunk: list[Prompt]
 ) -> tuple[list[dict], list[dict]]:
@@ -418,16 +437,14 @@ def run_chunks(
     ids = {p.id for p in prompts}
     done = world.on_main(lambda: {r["id"]: r for r in stage.read() if r.get("id") in ids})
     chunks = chunks_of(prompts, batch_size)
-    mine = [c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in done for p in c)]
+    pending = [c for c in chunks if any(p.id not in done for p in c)]
 
     def work() -> tuple[list[dict], list[dict]]:
         new: list[dict] = []
         failures: list[dict] = []
         appender = stage.appender(world)
         try:
-            for chunk in tqdm(
-                mine, desc=stage.name, unit="chunk", disable=not (progress and world.is_main)
-            ):
+            for chunk in _progress(pending, world, stage.name, progress):
                 produced, failed = _guarded(stage.name, compute, chunk)
                 fresh = [r for r in produced if r["id"] not in done]
                 if appender is not None:
@@ -501,9 +518,8 @@ def sharded_margins(
     chunks = chunks_of(prompts, batch_size)
     mine = world.together(
         lambda: {
-            k: subject.prompt_margins([p.query for p in c], margin).tolist()
-            for k, c in enumerate(chunks)
-            if world.owns(k)
+            k: subject.prompt_margins([p.query for p in chunks[k]], margin).tolist()
+            for k in world.share(len(chunks))
         }
     )
     merged: dict[int, list[float]] = {}
@@ -747,9 +763,7 @@ def attack(
         return [{"entry": entry, "edits": records}]
 
     chunks = chunks_of(prompts, config.batch_size)
-    mine = [
-        c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in finished for p in c)
-    ]
+    pending = [c for c in chunks if any(p.id not in finished for p in c)]
 
     def work() -> tuple[list[dict], list[dict], list[dict]]:
         new_edits: list[dict] = []
@@ -757,9 +771,7 @@ def attack(
         failures: list[dict] = []
         edit_out, log_out = stage.appender(world), log.appender(world)
         try:
-            for chunk in tqdm(
-                mine, desc="attack", unit="chunk", disable=not (progress and world.is_main)
-            ):
+            for chunk in _progress(pending, world, "attack", progress):
                 todo = [p for p in chunk if p.id not in finished]
                 outputs, failed = _guarded(
                     "attack", compute, todo if len(todo) < len(chunk) else chunk
