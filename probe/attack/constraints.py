@@ -127,8 +127,14 @@ class PartOfSpeechConstraint(Constraint):
                 and _is_base_form(new)
             )
             return {"pos_after": after, "pos_rule": "lead-verb", "pos_ok": ok}
-        if old in _MODALS and new in _MODALS:  # the tagger reads a lead "Could" as a name
-            return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
+        if old in _MODALS or new in _MODALS:
+            # Only modal for modal: the tagger reads a lead "Could" as a name, and "Can you
+            # describe ..." -> "Please you describe ..." as a verb for a verb.
+            return {
+                "pos_after": after,
+                "pos_rule": "same",
+                "pos_ok": old in _MODALS and new in _MODALS,
+            }
         assert context.fine_tags is not None
         if (
             after == edit.replaced_pos

@@ -201,6 +201,10 @@ def test_part_of_speech_rejects_the_broken_edits_found_on_smollm2():
     assert pos.values(describe, [asked])[0]["pos_ok"] is False
     tense = request.substitution(1, "explained", "synonym")
     assert pos.values(request, [tense])[0]["pos_ok"] is False
+    modal = EditContext("Can you describe the style of the artwork?")  # found by the
+    swaps = [modal.substitution(0, "please", "guided"), modal.substitution(0, "will", "guided")]
+    values = pos.values(modal, swaps)  # ranking benchmark: "Please you describe ..."
+    assert [v["pos_ok"] for v in values] == [False, True], values
 
 
 @pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
@@ -268,6 +272,35 @@ def test_admissible_first_guided_words_all_pass_and_outnumber_the_top_words(demo
                 kept += len(group)
         totals[admissible_first] = kept
     assert totals[True] > totals[False], totals
+
+
+@pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
+def test_gradient_position_order_walks_the_best_estimates_first(demo_subject):
+    """position_order="gradient": known opposing triggers first, then positions by the best
+    estimate among their admissible gradient-guided words (largest first)."""
+    from probe.attack.constraints import ContentConstraint
+    from probe.attack.transformations import GradientGuided
+
+    cheap = [ContentConstraint(), PartOfSpeechConstraint()]
+    attack = OneWordAttack(guided_admissible=True, position_order="gradient")
+    for prompt in demo_prompts(0, per_group=2):
+        context = EditContext(prompt.query)
+        source = GradientGuided(5, admissible_first=True)
+        source.prepare(demo_subject, context, "compliance")
+        plan = attack._plan(context, None, "compliance", [], [source], cheap, {"content", "pos"})
+        best = [
+            max((e.estimate for e, _ in plan[k] if e.estimate is not None), default=-1e9)
+            for k in range(len(plan))
+        ]
+        assert best == sorted(best, reverse=True), best
+        assert sorted(plan.keys) == context.alnum
+        opposing = context.words[plan.keys[-1]].text.lower()  # the least promising position
+        first = attack._plan(
+            context, None, "compliance", [opposing], [source], cheap, {"content", "pos"}
+        )
+        assert context.words[first.keys[0]].text.lower() == opposing  # known triggers first
+    with pytest.raises(ProbeError, match="position order"):
+        OneWordAttack(position_order="random")._check_params()
 
 
 def test_thorough_recipe_flips_at_least_what_the_default_does(demo_setup, guided):
