@@ -49,9 +49,6 @@ def main() -> None:
         default="exhaustive,guided,unconstrained",
         help="which of exhaustive, guided, unconstrained to run (comma-separated)",
     )
-    parser.add_argument(
-        "--position-order", default="attribution", help="guided: attribution or gradient"
-    )
     parser.add_argument("--max-queries", type=int, default=40, help="guided margin budget")
     parser.add_argument("--per-position", type=int, default=6, help="guided words per position")
     parser.add_argument("--max-verify", type=int, default=3, help="guided generations per prompt")
@@ -91,7 +88,6 @@ def main() -> None:
         "guided_per_position": args.per_position,
         "max_verify": args.max_verify,
         "guided_admissible": args.admissible,
-        "position_order": args.position_order,
     }
     searches = {
         "exhaustive": OneWordAttack(

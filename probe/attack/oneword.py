@@ -35,7 +35,6 @@ from probe.nlp import has_tagger, has_wordnet
 from probe.subject.text import Subject
 
 CONSTRAINTS = ("content", "pos", "fluency")
-POSITION_ORDERS = ("attribution", "gradient")
 
 
 class OneWordAttack:
@@ -48,10 +47,6 @@ class OneWordAttack:
     ``synonyms`` / ``guided`` turn the WordNet and gradient-guided sources on;
     ``guided_per_position`` gradient-ranked words per position, the top ones, or with
     ``guided_admissible`` the best that pass the cheap constraints (``recipes/thorough.py``);
-    ``position_order``: "attribution" walks the known opposing triggers, then the lead word,
-    then the words whose attribution pushes hardest against the target; "gradient" walks the
-    opposing triggers, then the positions whose best admissible gradient-guided word has the
-    largest estimate (every position's candidates are checked up front).
     ``search`` is "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the
     subject's own LM head over the bare text) and ``max_fluency_drop`` its threshold in nats
     per token (None: the calibrated ``default_max_drop`` for the LM's size).
@@ -70,7 +65,6 @@ class OneWordAttack:
         guided: bool = True,
         guided_per_position: int = 6,
         guided_admissible: bool = False,
-        position_order: str = "attribution",
         search: str = "guided",
         fluency_lm: BareTextLM | None = None,
         max_fluency_drop: float | None = None,
@@ -85,7 +79,6 @@ class OneWordAttack:
         self.guided = guided
         self.guided_per_position = guided_per_position
         self.guided_admissible = guided_admissible
-        self.position_order = position_order
         self.search = search
         self.fluency_lm = fluency_lm
         self.max_fluency_drop = max_fluency_drop
@@ -93,10 +86,6 @@ class OneWordAttack:
     def _check_params(self) -> None:
         if self.search not in SEARCHES:
             raise ProbeError(f"unknown attack search {self.search!r}; use guided or exhaustive")
-        if self.position_order not in POSITION_ORDERS:
-            raise ProbeError(
-                f"unknown position order {self.position_order!r}; use attribution or gradient"
-            )
         for kind in self.edit_kinds:
             if kind not in EDIT_KINDS:
                 raise ProbeError(f"unknown edit kind {kind!r}; use {', '.join(EDIT_KINDS)}")
@@ -297,19 +286,7 @@ class OneWordAttack:
                 kept += found[: source.limit]
             return kept
 
-        if self.position_order == "attribution":
-            return Plan(sorted(context.alnum, key=priority), group)
-        groups = {i: group(i) for i in context.alnum}
-
-        def best_estimate(i: int) -> float:
-            estimates = [e.estimate for e, _ in groups[i] if e.estimate is not None]
-            return max(estimates, default=float("-inf"))
-
-        keys = sorted(
-            context.alnum,
-            key=lambda i: (opposing.get(words[i].text.lower(), len(opposing)), -best_estimate(i)),
-        )
-        return Plan(keys, groups.__getitem__)
+        return Plan(sorted(context.alnum, key=priority), group)
 
 
 def _triggers(lexicon: TriggerLexicon, direction: Direction, k: int) -> list[str]:

@@ -6,7 +6,6 @@ gradient-guided one) compute what they need once per prompt in ``prepare``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ class Edit:
     replaced_pos: str | None
     source: str  # "trigger" (lexicon), "synonym" (WordNet), "guided" (gradient), "deletion"
     kind: str = "substitution"
-    estimate: float | None = None  # the guided source's first-order margin progress
 
 
 class EditContext:
@@ -249,9 +247,8 @@ class GradientGuided(CandidateSource):
     def propose(self, context: EditContext, index: int) -> Iterator[Edit]:
         old = context.words[index].text
         tag = context.tag(index)
-        for word, estimate in self.estimates_.get(index, []):
-            edit = context.substitution(index, inflect_like(word, old, tag), self.name)
-            yield dataclasses.replace(edit, estimate=estimate)
+        for word, _ in self.estimates_.get(index, []):
+            yield context.substitution(index, inflect_like(word, old, tag), self.name)
 
 
 @functools.cache

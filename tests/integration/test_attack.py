@@ -274,33 +274,26 @@ def test_admissible_first_guided_words_all_pass_and_outnumber_the_top_words(demo
     assert totals[True] > totals[False], totals
 
 
-@pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
-def test_gradient_position_order_walks_the_best_estimates_first(demo_subject):
-    """position_order="gradient": known opposing triggers first, then positions by the best
-    estimate among their admissible gradient-guided words (largest first)."""
-    from probe.attack.constraints import ContentConstraint
-    from probe.attack.transformations import GradientGuided
+def test_cascade_runs_the_next_attack_only_where_the_first_failed(demo_setup):
+    """recipes/thorough.py's composition: the second attack sees the first's unflipped
+    prompts only, and the result adds both (records, flips, queries per prompt)."""
+    from probe.attack.cascade import CascadeAttack
 
-    cheap = [ContentConstraint(), PartOfSpeechConstraint()]
-    attack = OneWordAttack(guided_admissible=True, position_order="gradient")
-    for prompt in demo_prompts(0, per_group=2):
-        context = EditContext(prompt.query)
-        source = GradientGuided(5, admissible_first=True)
-        source.prepare(demo_subject, context, "compliance")
-        plan = attack._plan(context, None, "compliance", [], [source], cheap, {"content", "pos"})
-        best = [
-            max((e.estimate for e, _ in plan[k] if e.estimate is not None), default=-1e9)
-            for k in range(len(plan))
-        ]
-        assert best == sorted(best, reverse=True), best
-        assert sorted(plan.keys) == context.alnum
-        opposing = context.words[plan.keys[-1]].text.lower()  # the least promising position
-        first = attack._plan(
-            context, None, "compliance", [opposing], [source], cheap, {"content", "pos"}
-        )
-        assert context.words[first.keys[0]].text.lower() == opposing  # known triggers first
-    with pytest.raises(ProbeError, match="position order"):
-        OneWordAttack(position_order="random")._check_params()
+    subject, judge, lexicon, prompts, attributions, refused = demo_setup
+    cheap = OneWordAttack(top_k_triggers=0, synonyms=False, max_new_tokens=16)  # 8 of 32
+    wide = OneWordAttack(max_new_tokens=16)
+    first = cheap.run(subject, judge, lexicon, prompts, attributions, refused)
+    left = [p for p in prompts if p.id in first.attacked and p.id not in first.flipped_ids]
+    second = wide.run(subject, judge, lexicon, left, attributions, refused)
+    both = CascadeAttack([cheap, wide]).run(subject, judge, lexicon, prompts, attributions, refused)
+    assert left and first.flipped_ids and second.flipped_ids  # both attacks matter here
+    assert both.flipped_ids == first.flipped_ids | second.flipped_ids
+    assert both.attacked == first.attacked
+    assert both.queries == first.queries + second.queries
+    assert len(both.records) == len(first.records) + len(second.records)
+    for prompt in left:
+        spent = first.queries_by_prompt[prompt.id] + second.queries_by_prompt[prompt.id]
+        assert both.queries_by_prompt[prompt.id] == spent
 
 
 def test_thorough_recipe_flips_at_least_what_the_default_does(demo_setup, guided):
