@@ -277,6 +277,24 @@ class BareTextLM:
                 out[i] = base_logp[:cached] + rest  # base's tokens 1..cached, then the rest's
         return out
 
+    @torch.no_grad()
+    def next_word_log_probs(self, text: str, starts: Sequence[int]) -> list[torch.Tensor | None]:
+        """For each character offset in ``starts`` (where a word begins): the LM's
+        log-probabilities of every token coming next, after the text before that word (one
+        forward pass). None where no token begins at the offset."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        row = self.row(text)
+        device = next(self.model.parameters()).device
+        logits = self.model(input_ids=torch.tensor([row], device=device)).logits[0]
+        logp = logits.float().log_softmax(-1)
+        shift = len(row) - len(encoded["input_ids"])  # the start token
+        spans = encoded["offset_mapping"]
+        out: list[torch.Tensor | None] = []
+        for start in starts:
+            token = next((t for t, (a, b) in enumerate(spans) if a <= start < max(b, a + 1)), None)
+            out.append(logp[token + shift - 1] if token is not None and token + shift else None)
+        return out
+
     def mean_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[float]:
         """Mean per-token log-probability of each text (``token_log_probs`` averaged)."""
         return [sum(lp) / max(1, len(lp)) for lp in self.token_log_probs(texts, base)]

@@ -24,7 +24,13 @@ from probe.attack.cascade import CascadeAttack
 from probe.attack.oneword import OneWordAttack
 from probe.attack.recipes.default import DEFAULT
 
-WIDE = {**DEFAULT, "guided_admissible": True, "guided_per_position": 20, "max_queries": 200}
+WIDE = {
+    **DEFAULT,
+    "guided_admissible": True,
+    "guided_per_position": 20,
+    "guided_prior_weight": 0.1,
+    "max_queries": 200,
+}
 
 
 def thorough_attack(**overrides) -> CascadeAttack:
