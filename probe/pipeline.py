@@ -24,7 +24,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from probe.attack import AttackRecord, AttackResult, OneWordAttack
+from probe.attack.cascade import CascadeAttack
 from probe.attack.goal import target_for
+from probe.attack.recipes.thorough import thorough_attack
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
@@ -78,6 +80,7 @@ class AuditConfig:
     top_k_triggers: int = 5
     max_queries: int = 40
     edit_kinds: str | None = None
+    attack_recipe: str | None = None  # None: "default"
     min_support: int = 3
     data_cues: str | None = None
     threads: int | None = None
@@ -214,17 +217,24 @@ def build_judge(config: AuditConfig) -> RefusalJudge:
     return load_judge(config.judge, config.judge_weights)
 
 
-def build_attack(config: AuditConfig) -> OneWordAttack:
-    """The one-word attack with the config's budget, trigger count and edit kinds."""
-    params: dict = {}
+ATTACK_RECIPES = ("default", "thorough")
+
+
+def build_attack(config: AuditConfig) -> OneWordAttack | CascadeAttack:
+    """The config's attack recipe with its budget, trigger count and edit kinds."""
+    params: dict = {
+        "top_k_triggers": config.top_k_triggers,
+        "max_queries": config.max_queries,
+        "max_new_tokens": config.max_new_tokens,
+    }
     if config.edit_kinds:
         params["edit_kinds"] = parse_edit_kinds(config.edit_kinds)
-    return OneWordAttack(
-        top_k_triggers=config.top_k_triggers,
-        max_queries=config.max_queries,
-        max_new_tokens=config.max_new_tokens,
-        **params,
-    )
+    recipe = config.attack_recipe or "default"
+    if recipe not in ATTACK_RECIPES:
+        raise ProbeError(f"unknown attack recipe {recipe!r}; use {', '.join(ATTACK_RECIPES)}")
+    if recipe == "thorough":
+        return thorough_attack(**params)
+    return OneWordAttack(**params)
 
 
 def parse_edit_kinds(value: str) -> tuple[str, ...]:
@@ -278,8 +288,7 @@ def check_config(config: AuditConfig) -> None:
     """Every setting that can be checked before any data or model is touched."""
     build_attributor(config)
     user_openings(config)
-    if config.edit_kinds:
-        parse_edit_kinds(config.edit_kinds)
+    build_attack(config)
     for name in ("batch_size", "max_new_tokens", "top_k_triggers", "max_queries", "min_support"):
         if getattr(config, name) < 1:
             raise ProbeError(f"--{name.replace('_', '-')} must be at least 1")

@@ -24,17 +24,11 @@ from probe.attack.cascade import CascadeAttack
 from probe.attack.oneword import OneWordAttack
 from probe.attack.recipes.default import DEFAULT
 
-WIDE = {
-    **DEFAULT,
-    "guided_admissible": True,
-    "guided_per_position": 20,
-    "guided_prior_weight": 0.1,
-    "max_queries": 200,
-}
+WIDE = {**DEFAULT, "guided_admissible": True, "guided_per_position": 20, "guided_prior_weight": 0.1}
 
 
-def thorough_attack(**overrides) -> CascadeAttack:
-    """The default recipe, then the wide search on what it left; ``overrides`` go to both."""
-    return CascadeAttack(
-        [OneWordAttack(**{**DEFAULT, **overrides}), OneWordAttack(**{**WIDE, **overrides})]
-    )
+def thorough_attack(wide_queries: int = 200, **overrides) -> CascadeAttack:
+    """The default recipe, then the wide search (``wide_queries`` margin queries per prompt) on
+    what it left; ``overrides`` go to both (``max_queries`` sets the first one's budget)."""
+    wide = {**WIDE, **overrides, "max_queries": wide_queries}
+    return CascadeAttack([OneWordAttack(**{**DEFAULT, **overrides}), OneWordAttack(**wide)])
