@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from probe.attack import OneWordAttack
+from probe.attack.recipes.thorough import thorough_attack
 from probe.attribution import get_attributor
 from probe.audit import AuditConfig, load_audit_prompts, load_subject
 from probe.judge import RefusalJudge
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument(
         "--searches",
         default="exhaustive,guided,unconstrained",
-        help="which of exhaustive, guided, unconstrained to run (comma-separated)",
+        help="which of exhaustive, guided, unconstrained, thorough to run (comma-separated)",
     )
     parser.add_argument("--max-queries", type=int, default=40, help="guided margin budget")
     parser.add_argument("--per-position", type=int, default=6, help="guided words per position")
@@ -95,6 +96,7 @@ def main() -> None:
         ),
         "guided": OneWordAttack(**guided),
         "unconstrained": OneWordAttack(**guided, constraints=()),
+        "thorough": thorough_attack(max_new_tokens=config.max_new_tokens),
     }
     rows = []
     for name in args.searches.split(","):
@@ -121,11 +123,14 @@ def main() -> None:
             f"{seconds:>8.1f} {seconds / max(1, len(result.attacked)):>9.2f}"
         )
     by_name = {name: result for name, result, _ in rows}
-    if "exhaustive" in by_name and "guided" in by_name and by_name["exhaustive"].flipped_ids:
-        exhaustive, found = by_name["exhaustive"], by_name["guided"]
+    exhaustive = by_name.get("exhaustive")
+    for name in ("guided", "thorough"):
+        if exhaustive is None or name not in by_name or not exhaustive.flipped_ids:
+            continue
+        found = by_name[name]
         share = len(found.flipped_ids & exhaustive.flipped_ids) / len(exhaustive.flipped_ids)
         print(
-            f"guided finds {share:.1%} of exhaustive's successes with "
+            f"{name} finds {share:.1%} of exhaustive's successes with "
             f"{found.queries / exhaustive.queries:.1%} of its queries"
         )
     for name, result, _ in rows:

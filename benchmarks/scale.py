@@ -136,6 +136,7 @@ def main() -> None:
             for name, run in (("1_process", "one-0"), ("2_processes", "two-0")):
                 summary = json.loads((folder / run / "summary.json").read_text())
                 rows[f"stage_s_{name}"] = summary["timings_s"]
+                rows[f"rank_busy_s_{name}"] = summary.get("rank_busy_s")
         for count in [int(c) for c in args.rss.split(",") if c.strip()]:
             wall, peak = timed(
                 audit(1, prompt_file(folder, count), folder / f"rss-{count}", model, 1), env

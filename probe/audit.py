@@ -255,6 +255,9 @@ class _Run:
         self.summary["timings_s"][name] = round(time.perf_counter() - self.started, 2)
         if reused is not None:
             self.summary["resumed"][name] = reused
+        busy = self.world.take_busy()
+        if busy:  # the stage's sharded work, per rank: how evenly the ranks shared it
+            self.summary.setdefault("rank_busy_s", {})[name] = busy
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.summary.setdefault("peak_rss_mib", {})[name] = round(peak, 1)
         self.started = time.perf_counter()
@@ -369,6 +372,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
 
     world.on_main(open_here)
     lock: RunDir | None = opened.get("run")
+    finished = False
     run = _Run(folder, _new_summary(config, fingerprint, world, opened.get("previous")), world)
     parts = folder / STATE / "parts"
     stages = {
@@ -403,9 +407,11 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
                 raise
         if world.is_main:
             render_report(folder)
+        finished = True
     finally:
         if lock is not None:
             lock.close()
+        world.close(finished)
     return folder
 
 
@@ -576,6 +582,7 @@ def _stage_command(config: AuditConfig, out: Path, command: str, inputs: list, b
 
     world.on_main(open_here)
     lock: RunDir | None = opened.get("run")
+    finished = False
     run = _Run(state, _new_summary(config, fingerprint, world, opened.get("previous")), world)
     run.summary["command"] = command
     run.summary["output"] = str(out)
@@ -600,9 +607,11 @@ def _stage_command(config: AuditConfig, out: Path, command: str, inputs: list, b
             except BaseException as exc:
                 _stopped(run, exc)
                 raise
+        finished = True
     finally:
         if lock is not None:
             lock.close()
+        world.close(finished)
     return found
 
 

@@ -103,6 +103,11 @@ def _attack_options(parser: argparse.ArgumentParser) -> None:
         "--top-k-triggers", type=int, default=5, help="lexicon triggers tried per direction"
     )
     parser.add_argument("--edit-kinds", help="comma-separated: substitution, insertion, deletion")
+    parser.add_argument(
+        "--attack-recipe",
+        choices=("default", "thorough"),
+        help="default; or thorough: then a wider search (200 queries) where the default failed",
+    )
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:

@@ -1,16 +1,19 @@
 """Data-parallel runs under ``torchrun`` / ``accelerate launch`` (torch.distributed).
 
 Both launchers set ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; with more than one process the
-pipeline shards each stage's prompt chunks across ranks (chunk k goes to rank k mod world size),
-gathers the records, and rank 0 alone writes the run directory. One process is a world of one,
-with no process group at all.
+pipeline shares each stage's prompt chunks out across ranks (``World.share``: a rank that
+finishes a chunk claims the next one from a counter in the launcher's store), gathers the
+records, and rank 0 alone writes the run directory. One process is a world of one, with no
+process group at all.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar, cast
 
@@ -31,6 +34,13 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    # Seconds each rank spent in ``together`` steps since the last ``take_busy`` (rank order):
+    # how evenly a stage's work was shared (the rest of a stage's time, a rank waited).
+    busy: list[float] = field(default_factory=list, compare=False, repr=False)
+    # The launcher's key-value store (multi-process only) and this run's key prefix in it.
+    store: object = field(default=None, compare=False, repr=False)
+    run_key: str = ""
+    _shares: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
 
     @classmethod
     def from_env(cls, device: str = "cpu") -> World:
@@ -43,15 +53,40 @@ class World:
         if not dist.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
             dist.init_process_group(backend, timeout=timedelta(hours=2))
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        # Both launchers serve a store at MASTER_ADDR:MASTER_PORT (torchrun's agent, or rank 0).
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+            timeout=timedelta(hours=2), wait_for_workers=False,
+        )  # fmt: skip
+        box = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return cls(dist.get_rank(), dist.get_world_size(), local, store=store, run_key=str(box[0]))
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, chunk_index: int) -> bool:
-        """Whether this rank computes chunk ``chunk_index``."""
-        return chunk_index % self.size == self.rank
+    def share(self, count: int) -> Iterator[int]:
+        """The indices of ``count`` work items (chunks) this rank computes, claimed one at a time.
+
+        Every rank draws the next index from one counter in the launcher's store, so a rank
+        whose chunks ran fast takes more of them and the ranks finish together, however unequal
+        the chunks' costs (an attack stops at a prompt's first flip or runs its whole budget).
+        Which rank computes a chunk does not change what it computes: the chunks are fixed and
+        the records are put back in prompt order. Every rank must call ``share`` for every step,
+        in the same order (each call gets its own counter). A world of one takes 0..count-1.
+        """
+        if self.size == 1 or self.store is None:
+            yield from range(count)
+            return
+        key = f"probe/{self.run_key}/share{self._shares[0]}"
+        self._shares[0] += 1
+        while True:
+            index = int(self.store.add(key, 1)) - 1  # type: ignore[attr-defined]
+            if index >= count:
+                return
+            yield index
 
     def gather(self, value: T) -> list[T]:
         """Every rank's ``value``, in rank order, on every rank."""
@@ -100,21 +135,52 @@ class World:
         the "connection closed" the others would see once it exits). The failing rank re-raises
         its own error; the others raise a ``ProbeError`` naming the rank and the error.
         """
+        started = time.perf_counter()
         if self.size == 1:
-            return work()
+            value = work()
+            self._add_busy([time.perf_counter() - started])
+            return value
         failure: Exception | None = None
         result: T | None = None
         try:
             result = work()
         except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the others
             failure = exc
-        reports = self.gather(None if failure is None else _describe(failure))
+        seconds = time.perf_counter() - started
+        reports = self.gather((None if failure is None else _describe(failure), seconds))
         if failure is not None:
             raise failure
-        for rank, report in enumerate(reports):
+        for rank, (report, _) in enumerate(reports):
             if report is not None:
                 raise ProbeError(f"rank {rank} failed: {report}")
+        self._add_busy([s for _, s in reports])
         return cast(T, result)
+
+    def _add_busy(self, seconds: list[float]) -> None:
+        if not self.busy:
+            self.busy.extend([0.0] * len(seconds))
+        for rank, s in enumerate(seconds):
+            self.busy[rank] += s
+
+    def take_busy(self) -> list[float]:
+        """Each rank's seconds in ``together`` steps since the last call (then reset)."""
+        taken = [round(s, 2) for s in self.busy]
+        self.busy.clear()
+        return taken
+
+    def close(self, finished: bool) -> None:
+        """Leave the process group (each rank, at the end of a run). A rank that exits without
+        it can abort in gloo's teardown ("terminate called without an active exception"),
+        failing a finished run. ``finished``: every rank got here, so they first wait for each
+        other (rank 0 renders the report last); after an error they leave at once."""
+        if self.size == 1:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            if finished:
+                dist.barrier()
+            dist.destroy_process_group()
 
     def device(self, device: str) -> str:
         """Each rank's device: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a multi-process run."""

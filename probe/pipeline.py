@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,7 +24,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from probe.attack import AttackRecord, AttackResult, OneWordAttack
+from probe.attack.cascade import CascadeAttack
 from probe.attack.goal import target_for
+from probe.attack.recipes.thorough import thorough_attack
 from probe.attribution import WordAttribution, get_attributor
 from probe.attribution.base import Attributor
 from probe.attribution.image import attribute_images
@@ -78,6 +80,7 @@ class AuditConfig:
     top_k_triggers: int = 5
     max_queries: int = 40
     edit_kinds: str | None = None
+    attack_recipe: str | None = None  # None: "default"
     min_support: int = 3
     data_cues: str | None = None
     threads: int | None = None
@@ -214,17 +217,24 @@ def build_judge(config: AuditConfig) -> RefusalJudge:
     return load_judge(config.judge, config.judge_weights)
 
 
-def build_attack(config: AuditConfig) -> OneWordAttack:
-    """The one-word attack with the config's budget, trigger count and edit kinds."""
-    params: dict = {}
+ATTACK_RECIPES = ("default", "thorough")
+
+
+def build_attack(config: AuditConfig) -> OneWordAttack | CascadeAttack:
+    """The config's attack recipe with its budget, trigger count and edit kinds."""
+    params: dict = {
+        "top_k_triggers": config.top_k_triggers,
+        "max_queries": config.max_queries,
+        "max_new_tokens": config.max_new_tokens,
+    }
     if config.edit_kinds:
         params["edit_kinds"] = parse_edit_kinds(config.edit_kinds)
-    return OneWordAttack(
-        top_k_triggers=config.top_k_triggers,
-        max_queries=config.max_queries,
-        max_new_tokens=config.max_new_tokens,
-        **params,
-    )
+    recipe = config.attack_recipe or "default"
+    if recipe not in ATTACK_RECIPES:
+        raise ProbeError(f"unknown attack recipe {recipe!r}; use {', '.join(ATTACK_RECIPES)}")
+    if recipe == "thorough":
+        return thorough_attack(**params)
+    return OneWordAttack(**params)
 
 
 def parse_edit_kinds(value: str) -> tuple[str, ...]:
@@ -278,8 +288,7 @@ def check_config(config: AuditConfig) -> None:
     """Every setting that can be checked before any data or model is touched."""
     build_attributor(config)
     user_openings(config)
-    if config.edit_kinds:
-        parse_edit_kinds(config.edit_kinds)
+    build_attack(config)
     for name in ("batch_size", "max_new_tokens", "top_k_triggers", "max_queries", "min_support"):
         if getattr(config, name) < 1:
             raise ProbeError(f"--{name.replace('_', '-')} must be at least 1")
@@ -378,6 +387,25 @@ def chunks_of(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
     return [list(prompts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def _progress(
+    chunks: list[list[Prompt]], world: World, name: str, show: bool
+) -> Iterator[list[Prompt]]:
+    """The chunks this rank claims (``World.share``), with a progress bar on rank 0 (which
+    counts its own chunks: how many of the total the others take is known only at the end)."""
+    bar = tqdm(
+        total=len(chunks) if world.size == 1 else None,
+        desc=name if world.size == 1 else f"{name} (rank 0)",
+        unit="chunk",
+        disable=not (show and world.is_main),
+    )
+    try:
+        for index in world.share(len(chunks)):
+            yield chunks[index]
+            bar.update(1)
+    finally:
+        bar.close()
+
+
 def _guarded(
     stage: str, compute: Callable[[list[Prompt]], list[dict]], chunk: list[Prompt]
 ) -> tuple[list[dict], list[dict]]:
@@ -418,16 +446,14 @@ def run_chunks(
     ids = {p.id for p in prompts}
     done = world.on_main(lambda: {r["id"]: r for r in stage.read() if r.get("id") in ids})
     chunks = chunks_of(prompts, batch_size)
-    mine = [c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in done for p in c)]
+    pending = [c for c in chunks if any(p.id not in done for p in c)]
 
     def work() -> tuple[list[dict], list[dict]]:
         new: list[dict] = []
         failures: list[dict] = []
         appender = stage.appender(world)
         try:
-            for chunk in tqdm(
-                mine, desc=stage.name, unit="chunk", disable=not (progress and world.is_main)
-            ):
+            for chunk in _progress(pending, world, stage.name, progress):
                 produced, failed = _guarded(stage.name, compute, chunk)
                 fresh = [r for r in produced if r["id"] not in done]
                 if appender is not None:
@@ -501,9 +527,8 @@ def sharded_margins(
     chunks = chunks_of(prompts, batch_size)
     mine = world.together(
         lambda: {
-            k: subject.prompt_margins([p.query for p in c], margin).tolist()
-            for k, c in enumerate(chunks)
-            if world.owns(k)
+            k: subject.prompt_margins([p.query for p in chunks[k]], margin).tolist()
+            for k in world.share(len(chunks))
         }
     )
     merged: dict[int, list[float]] = {}
@@ -747,9 +772,7 @@ def attack(
         return [{"entry": entry, "edits": records}]
 
     chunks = chunks_of(prompts, config.batch_size)
-    mine = [
-        c for k, c in enumerate(chunks) if world.owns(k) and any(p.id not in finished for p in c)
-    ]
+    pending = [c for c in chunks if any(p.id not in finished for p in c)]
 
     def work() -> tuple[list[dict], list[dict], list[dict]]:
         new_edits: list[dict] = []
@@ -757,9 +780,7 @@ def attack(
         failures: list[dict] = []
         edit_out, log_out = stage.appender(world), log.appender(world)
         try:
-            for chunk in tqdm(
-                mine, desc="attack", unit="chunk", disable=not (progress and world.is_main)
-            ):
+            for chunk in _progress(pending, world, "attack", progress):
                 todo = [p for p in chunk if p.id not in finished]
                 outputs, failed = _guarded(
                     "attack", compute, todo if len(todo) < len(chunk) else chunk

@@ -127,8 +127,14 @@ class PartOfSpeechConstraint(Constraint):
                 and _is_base_form(new)
             )
             return {"pos_after": after, "pos_rule": "lead-verb", "pos_ok": ok}
-        if old in _MODALS and new in _MODALS:  # the tagger reads a lead "Could" as a name
-            return {"pos_after": after, "pos_rule": "same", "pos_ok": True}
+        if old in _MODALS or new in _MODALS:
+            # Only modal for modal: the tagger reads a lead "Could" as a name, and "Can you
+            # describe ..." -> "Please you describe ..." as a verb for a verb.
+            return {
+                "pos_after": after,
+                "pos_rule": "same",
+                "pos_ok": old in _MODALS and new in _MODALS,
+            }
         assert context.fine_tags is not None
         if (
             after == edit.replaced_pos
@@ -269,6 +275,24 @@ class BareTextLM:
             rests = self._rest_log_probs([rows[i][cached:] for i in batch], base_row[:cached])
             for i, rest in zip(batch, rests, strict=True):
                 out[i] = base_logp[:cached] + rest  # base's tokens 1..cached, then the rest's
+        return out
+
+    @torch.no_grad()
+    def next_word_log_probs(self, text: str, starts: Sequence[int]) -> list[torch.Tensor | None]:
+        """For each character offset in ``starts`` (where a word begins): the LM's
+        log-probabilities of every token coming next, after the text before that word (one
+        forward pass). None where no token begins at the offset."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        row = self.row(text)
+        device = next(self.model.parameters()).device
+        logits = self.model(input_ids=torch.tensor([row], device=device)).logits[0]
+        logp = logits.float().log_softmax(-1)
+        shift = len(row) - len(encoded["input_ids"])  # the start token
+        spans = encoded["offset_mapping"]
+        out: list[torch.Tensor | None] = []
+        for start in starts:
+            token = next((t for t, (a, b) in enumerate(spans) if a <= start < max(b, a + 1)), None)
+            out.append(logp[token + shift - 1] if token is not None and token + shift else None)
         return out
 
     def mean_log_probs(self, texts: Sequence[str], base: str | None = None) -> list[float]:

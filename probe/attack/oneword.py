@@ -47,10 +47,12 @@ class OneWordAttack:
     ``synonyms`` / ``guided`` turn the WordNet and gradient-guided sources on;
     ``guided_per_position`` gradient-ranked words per position, the top ones, or with
     ``guided_admissible`` the best that pass the cheap constraints (``recipes/thorough.py``);
+    ``guided_prior_weight`` weighs the fluency LM's log-probability of a guided word in its
+    place against the gradient's estimate (0: the estimate alone);
     ``search`` is "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the
     subject's own LM head over the bare text) and ``max_fluency_drop`` its threshold in nats
     per token (None: the calibrated ``default_max_drop`` for the LM's size).
-    A query is one margin evaluation, one generation, or one gradient pass.
+    A query is one margin evaluation, one generation, or one gradient or LM-prior pass.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class OneWordAttack:
         guided: bool = True,
         guided_per_position: int = 6,
         guided_admissible: bool = False,
+        guided_prior_weight: float = 0.0,
         search: str = "guided",
         fluency_lm: BareTextLM | None = None,
         max_fluency_drop: float | None = None,
@@ -79,6 +82,7 @@ class OneWordAttack:
         self.guided = guided
         self.guided_per_position = guided_per_position
         self.guided_admissible = guided_admissible
+        self.guided_prior_weight = guided_prior_weight
         self.search = search
         self.fluency_lm = fluency_lm
         self.max_fluency_drop = max_fluency_drop
@@ -150,7 +154,12 @@ class OneWordAttack:
                 sources.append(WordNetSynonyms())
             spent = 0
             if self.guided:  # one source per prompt: its ranking is that prompt's gradient
-                guided = GradientGuided(per_position, admissible_first=self.guided_admissible)
+                guided = GradientGuided(
+                    per_position,
+                    admissible_first=self.guided_admissible,
+                    prior_lm=lm,
+                    prior_weight=self.guided_prior_weight,
+                )
                 spent = guided.prepare(subject, context, target)
                 sources.append(guided)
             if "deletion" in self.edit_kinds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from probe.nlp import (
 from probe.query import Query, as_query
 from probe.subject.text import Subject
 from probe.words import Word, delete_word, replace_word, split_words
+
+if TYPE_CHECKING:
+    from probe.attack.constraints import BareTextLM
 
 QUESTION_WORDS = frozenset({"what", "how", "who", "why", "where", "when", "which"})
 
@@ -188,6 +192,11 @@ class GradientGuided(CandidateSource):
     space of the exhaustive baseline. ``admissible_first``: keep the first ``per_position``
     words *that pass the constraints* (of the best ``examine``), not the top ``per_position``
     words of which the constraints may then reject nearly all (the thorough recipe).
+    ``prior_lm`` / ``prior_weight``: rank by the estimate plus ``prior_weight`` times the log-
+    probability the LM gives the word after the text before it (one more forward pass): on the
+    tuned SmolLM2 the estimate alone ranks words no better than chance within a position, and
+    the prior puts the first verified flip in the best 10% for 8 of 8 prompts (estimate alone:
+    5 of 8; benchmarks/candidate_ranking.py, results in benchmarks/RESULTS.md).
     """
 
     name = "guided"
@@ -199,8 +208,12 @@ class GradientGuided(CandidateSource):
         *,
         admissible_first: bool = False,
         examine: int = 400,
+        prior_lm: BareTextLM | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
         self.per_position = per_position
+        self.prior_lm = prior_lm
+        self.prior_weight = prior_weight
         self.vocabulary = vocabulary
         self.admissible_first = admissible_first
         self.limit = per_position if admissible_first else None
@@ -224,6 +237,13 @@ class GradientGuided(CandidateSource):
         margin = subject.margins_from_embeddings(embeds, prefix=prefix)
         (grad,) = torch.autograd.grad(margin.sum(), embeds)
         sign = -1.0 if target == "compliance" else 1.0
+        priors: dict[int, torch.Tensor | None] = {}
+        spent = 1
+        if self.prior_lm is not None and self.prior_weight and self.per_position is not None:
+            starts = [context.words[i].start for i in context.alnum]
+            rows = self.prior_lm.next_word_log_probs(context.text, starts)
+            priors = dict(zip(context.alnum, rows, strict=True))
+            spent += 1
         with torch.no_grad():
             table = embedding.weight[torch.tensor(ids, device=subject.device)]
             for index in context.alnum:
@@ -233,6 +253,12 @@ class GradientGuided(CandidateSource):
                 at = positions[0] - first
                 g = grad[0, at]
                 estimate = sign * (table @ g - embeds[0, at] @ g)
+                prior = priors.get(index)
+                if prior is not None:
+                    lead_ids = _first_token_ids(subject.tokenizer, tuple(words), capital=True)
+                    word_ids = lead_ids if context.words[index].start == 0 else ids
+                    tokens = torch.tensor(word_ids, device=prior.device)
+                    estimate = estimate + self.prior_weight * prior[tokens].to(estimate.device)
                 old = context.words[index].text.lower()
                 order = estimate.argsort(descending=True).tolist()
                 if self.per_position is None:
@@ -242,7 +268,7 @@ class GradientGuided(CandidateSource):
                 values = estimate.tolist()
                 picked = [(words[j], values[j]) for j in order[: limit + 1] if words[j] != old]
                 self.estimates_[index] = picked[:limit]
-        return 1
+        return spent
 
     def propose(self, context: EditContext, index: int) -> Iterator[Edit]:
         old = context.words[index].text
@@ -263,6 +289,17 @@ def _english_words() -> tuple[str, ...]:
 
 
 _VOCAB_CACHE: dict[tuple[int, int], tuple[list[str], list[int]]] = {}
+_FIRST_TOKEN_CACHE: dict[tuple[int, int], list[int]] = {}
+
+
+def _first_token_ids(tokenizer, words: tuple[str, ...], capital: bool) -> list[int]:
+    """Each word's first token at the start of a text (capitalised with ``capital``), cached."""
+    key = (id(tokenizer), hash((words, capital)))
+    if key not in _FIRST_TOKEN_CACHE:
+        texts = [w[:1].upper() + w[1:] if capital else w for w in words]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        _FIRST_TOKEN_CACHE[key] = [ids[0] for ids in encoded]
+    return _FIRST_TOKEN_CACHE[key]
 
 
 def _single_token_words(

@@ -361,3 +361,26 @@ def test_probe_report_deletes_only_the_figures_it_wrote(demo_run, tmp_path):
     assert not (figures / "stale.png").exists()
     rewritten = json.loads((figures / ".probe-figures.json").read_text())["files"]
     assert sorted(rewritten) == sorted(manifest)
+
+
+def test_thorough_recipe_from_the_command_line(demo_run, demo_model_dir, tmp_path, capsys):
+    """`--attack-recipe thorough` (the default, then a wider search where it failed) finds at
+    least the default's flips; it is a result-determining setting, so a rerun without it is
+    refused."""
+    out = tmp_path / "thorough"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PROBE_CACHE_DIR", str(demo_model_dir.parent))
+            assert main(["audit", "--attack-recipe", "thorough", "--out", str(out)]) == 0
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["config"]["attack_recipe"] == "thorough"
+            default = demo_run.json("summary.json")["metrics"]
+            for name in ("asr_one_word", "over_refusal_one_word"):
+                assert summary["metrics"][name] >= default[name], name
+            capsys.readouterr()
+            assert main(["audit", "--out", str(out)]) != 0
+            assert "attack_recipe: 'thorough' -> None" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)

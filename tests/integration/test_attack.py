@@ -201,6 +201,10 @@ def test_part_of_speech_rejects_the_broken_edits_found_on_smollm2():
     assert pos.values(describe, [asked])[0]["pos_ok"] is False
     tense = request.substitution(1, "explained", "synonym")
     assert pos.values(request, [tense])[0]["pos_ok"] is False
+    modal = EditContext("Can you describe the style of the artwork?")  # found by the
+    swaps = [modal.substitution(0, "please", "guided"), modal.substitution(0, "will", "guided")]
+    values = pos.values(modal, swaps)  # ranking benchmark: "Please you describe ..."
+    assert [v["pos_ok"] for v in values] == [False, True], values
 
 
 @pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
@@ -268,6 +272,28 @@ def test_admissible_first_guided_words_all_pass_and_outnumber_the_top_words(demo
                 kept += len(group)
         totals[admissible_first] = kept
     assert totals[True] > totals[False], totals
+
+
+def test_cascade_runs_the_next_attack_only_where_the_first_failed(demo_setup):
+    """recipes/thorough.py's composition: the second attack sees the first's unflipped
+    prompts only, and the result adds both (records, flips, queries per prompt)."""
+    from probe.attack.cascade import CascadeAttack
+
+    subject, judge, lexicon, prompts, attributions, refused = demo_setup
+    cheap = OneWordAttack(top_k_triggers=0, synonyms=False, max_new_tokens=16)  # 8 of 32
+    wide = OneWordAttack(max_new_tokens=16)
+    first = cheap.run(subject, judge, lexicon, prompts, attributions, refused)
+    left = [p for p in prompts if p.id in first.attacked and p.id not in first.flipped_ids]
+    second = wide.run(subject, judge, lexicon, left, attributions, refused)
+    both = CascadeAttack([cheap, wide]).run(subject, judge, lexicon, prompts, attributions, refused)
+    assert left and first.flipped_ids and second.flipped_ids  # both attacks matter here
+    assert both.flipped_ids == first.flipped_ids | second.flipped_ids
+    assert both.attacked == first.attacked
+    assert both.queries == first.queries + second.queries
+    assert len(both.records) == len(first.records) + len(second.records)
+    for prompt in left:
+        spent = first.queries_by_prompt[prompt.id] + second.queries_by_prompt[prompt.id]
+        assert both.queries_by_prompt[prompt.id] == spent
 
 
 def test_thorough_recipe_flips_at_least_what_the_default_does(demo_setup, guided):

@@ -58,6 +58,7 @@ def test_two_processes_give_the_one_process_run(demo_model_dir, tmp_path):
     first = json.loads((one / "summary.json").read_text())
     second = json.loads((two / "summary.json").read_text())
     assert first["world_size"] == 1 and second["world_size"] == 2
+    assert len(first["rank_busy_s"]["attack"]) == 1 and len(second["rank_busy_s"]["attack"]) == 2
     assert second["status"] == "complete"
     for name in SAME:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
@@ -99,3 +100,38 @@ def test_a_rank_that_crashes_stops_every_rank_with_its_reason(demo_model_dir, tm
     assert summary["status"] == "failed"
     assert summary["error"] == "ProbeError: rank 1 failed: RuntimeError: device lost on rank 1"
     assert summary["stages_completed"] == ["load", "generate_and_judge"]
+
+
+# Every chunk takes 0.2 s, except rank 1's first (4 s): with chunks claimed one at a time,
+# rank 0 takes nearly all of them (a fixed split would leave it waiting with half of them).
+UNEVEN_CHUNKS = """
+import json, sys, time
+from probe.parallel import World
+
+world = World.from_env("cpu")
+for step in range(2):  # each share() call is its own counter
+    mine = []
+    for index in world.share(12):
+        time.sleep(4 if world.rank == 1 and not mine else 0.2)
+        mine.append(index)
+    claimed = world.gather(mine)
+    if world.is_main:
+        print(json.dumps(claimed))
+world.close(True)
+"""
+
+
+def test_ranks_claim_chunks_as_they_finish(tmp_path):
+    program = tmp_path / "uneven.py"
+    program.write_text(UNEVEN_CHUNKS)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [*_torchrun(), str(program)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("[")]
+    assert len(steps) == 2
+    for rank0, rank1 in steps:
+        assert sorted(rank0 + rank1) == list(range(12))  # each chunk exactly once
+        assert len(rank1) <= 2 and len(rank0) >= 10, steps  # rank 0 did not wait for rank 1

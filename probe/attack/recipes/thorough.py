@@ -1,28 +1,34 @@
-"""A slower one-word attack for real models: the default recipe with a wider model-guided search.
+"""A one-word attack for real models: the default recipe, then a wider model-guided search on
+the prompts it did not flip (``CascadeAttack``).
 
 Why (benchmarks/RESULTS.md, "Guided vs exhaustive on the tuned SmolLM2"): on a real model the
-words that flip it under the constraints are rarely in the gradient's top 6 (its first-order
-estimate ranked them 11th-198th among the words the constraints admit), and the default takes
-the top 6 words *before* the constraints, which then reject nearly all of them. Here:
+words that flip it under the constraints are rarely in the gradient's top 6, and the default
+takes the top 6 words *before* the constraints, which then reject nearly all of them. The
+second search:
 
 - Gradient-guided words: the first 20 per position that pass content and part of speech
   (of the best 400 by the estimate), so every margin query goes to an admissible edit.
 - Budget: 200 margin queries per prompt (the default: 40), 3 generations as before.
 
-Measured on 9 attackable SmolLM2 study queries: 2 of the 4 flips an exhaustive search finds
-(default: 0 of 4), with 5% of its queries, 8.0 s per prompt on one CPU core. On the built-in
-demo both find every flip exhaustive finds; this one with 38% of exhaustive's queries, the
-default with 9%.
+Replayed over every admissible guided candidate of 28 SmolLM2 study queries, scored exactly
+(benchmarks/candidate_ranking.py), those settings reach all 6 prompts an exhaustive search of
+that space flips, with 8% of its queries; the gradient's order within a position is no better
+than chance there, the width is what counts. Run first, the default keeps the demo's cost (it
+flips every prompt exhaustive search flips with 9% of its queries), so the wide search runs
+only where the cheap one failed.
 """
 
 from __future__ import annotations
 
+from probe.attack.cascade import CascadeAttack
 from probe.attack.oneword import OneWordAttack
 from probe.attack.recipes.default import DEFAULT
 
-THOROUGH = {**DEFAULT, "guided_admissible": True, "guided_per_position": 20, "max_queries": 200}
+WIDE = {**DEFAULT, "guided_admissible": True, "guided_per_position": 20, "guided_prior_weight": 0.1}
 
 
-def thorough_attack(**overrides) -> OneWordAttack:
-    """The thorough recipe, with any parameter overridden."""
-    return OneWordAttack(**{**THOROUGH, **overrides})
+def thorough_attack(wide_queries: int = 200, **overrides) -> CascadeAttack:
+    """The default recipe, then the wide search (``wide_queries`` margin queries per prompt) on
+    what it left; ``overrides`` go to both (``max_queries`` sets the first one's budget)."""
+    wide = {**WIDE, **overrides, "max_queries": wide_queries}
+    return CascadeAttack([OneWordAttack(**{**DEFAULT, **overrides}), OneWordAttack(**wide)])
