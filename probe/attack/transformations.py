@@ -255,8 +255,9 @@ class GradientGuided(CandidateSource):
                 estimate = sign * (table @ g - embeds[0, at] @ g)
                 prior = priors.get(index)
                 if prior is not None:
-                    lead_ids = _first_token_ids(subject.tokenizer, tuple(words), capital=True)
-                    word_ids = lead_ids if context.words[index].start == 0 else ids
+                    word_ids = ids  # a word's token after a space; at the start, capitalised
+                    if context.words[index].start == 0:
+                        word_ids = _first_token_ids(subject.tokenizer, tuple(words), capital=True)
                     tokens = torch.tensor(word_ids, device=prior.device)
                     estimate = estimate + self.prior_weight * prior[tokens].to(estimate.device)
                 old = context.words[index].text.lower()
