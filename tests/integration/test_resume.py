@@ -79,10 +79,12 @@ def test_rerun_reuses_every_record(baseline, tmp_path):
     assert code == 0, err
     result = summary(run)
     prompts = result["counts"]["prompts"]
-    assert result["resumed"] == {
+    attacked = result["counts"]["attacked_harmful"] + result["counts"]["attacked_benign"]
+    assert 0 < attacked < prompts
+    assert result["resumed"] == {  # the attack stage holds the prompts it attacks
         "generate_and_judge": prompts,
         "attribute": prompts,
-        "attack": prompts,
+        "attack": attacked,
     }
     assert result["previous_status"] == "complete"
     assert_same_results(run, baseline)
