@@ -3,7 +3,8 @@
 Built from parts, as TextAttack builds attacks: a goal (``goal.py``), candidate sources
 (``transformations.py``), constraints (``constraints.py``), a search strategy (``search.py``) and
 typed records (``records.py``); ``recipes/default.py`` composes the default with notes,
-``recipes/thorough.py`` a wider model-guided search for real models.
+``recipes/thorough.py`` the default followed, where it failed, by a wider model-guided search
+for real models (``cascade.py`` runs attacks in turn).
 Harmful prompts the model refuses are pushed toward compliance (attack success), benign prompts
 it answers toward refusal (over-refusal); only judge-verified flips count.
 """
