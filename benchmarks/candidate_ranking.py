@@ -49,29 +49,6 @@ from probe.nlp import has_tagger, inflect_like
 MAX_VERIFY = 30  # verified generations per prompt (crossed, fluent candidates, best first)
 
 
-def word_log_probs(lm: BareTextLM, context: EditContext) -> dict[int, torch.Tensor]:
-    """Per word position: the LM's log-probabilities of the next token after the text before it."""
-    text = context.text
-    tokenizer = lm.tokenizer
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    row = lm.row(text)
-    device = next(lm.model.parameters()).device
-    with torch.no_grad():
-        logits = lm.model(input_ids=torch.tensor([row], device=device)).logits[0]
-    logp = logits.float().log_softmax(-1)
-    shift = len(row) - len(encoded["input_ids"])  # the start token
-    out = {}
-    for index in context.alnum:
-        start = context.words[index].start
-        token = next(
-            (t for t, (a, b) in enumerate(encoded["offset_mapping"]) if a <= start < max(b, a + 1)),
-            None,
-        )
-        if token is not None:
-            out[index] = logp[token + shift - 1]
-    return out
-
-
 def first_token(tokenizer, word: str, at_start: bool) -> int:
     return tokenizer(("" if at_start else " ") + word, add_special_tokens=False)["input_ids"][0]
 
@@ -117,7 +94,9 @@ def dump(n: int, out: Path, shard: tuple[int, int] = (0, 1), skip: frozenset = f
             context, by_id.get(prompt.id), target, [], [guided],
             [ContentConstraint(), PartOfSpeechConstraint()], {"content", "pos"},
         )  # fmt: skip
-        prior = word_log_probs(lm, context)
+        starts = [context.words[i].start for i in context.alnum]
+        rows = lm.next_word_log_probs(context.text, starts)  # what the guided prior reads
+        prior = {i: row for i, row in zip(context.alnum, rows, strict=True) if row is not None}
         base = subject.encode(prompt.query).input_ids
         cache = subject.prefill(base)
         candidates = []

@@ -9,6 +9,7 @@ process group at all.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -40,7 +41,7 @@ class World:
     # The launcher's key-value store (multi-process only) and this run's key prefix in it.
     store: object = field(default=None, compare=False, repr=False)
     run_key: str = ""
-    _shares: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
+    _shares: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, device: str = "cpu") -> World:
@@ -80,8 +81,7 @@ class World:
         if self.size == 1 or self.store is None:
             yield from range(count)
             return
-        key = f"probe/{self.run_key}/share{self._shares[0]}"
-        self._shares[0] += 1
+        key = f"probe/{self.run_key}/share{next(self._shares)}"
         while True:
             index = int(self.store.add(key, 1)) - 1  # type: ignore[attr-defined]
             if index >= count:
