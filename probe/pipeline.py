@@ -359,17 +359,21 @@ class StageOutput:
     failures: list[dict]
 
 
-# A stage splits its prompts into a multiple of CHUNK_GROUPS chunks (while each keeps at least
-# MIN_CHUNK_SIZE prompts), so that 2, 4 or 8 processes get equal shares: 40 prompts in batches
-# of 16 were 3 chunks, 24 prompts for one rank and 16 for the other (at most 1.67x with two
-# processes); they are now 8 chunks of 5. 200 prompts: 16 chunks of 12 or 13, not 13 of 16.
+# A stage splits its prompts into CHUNK_GROUPS chunks or a multiple of it, so that 2, 4 or 8
+# processes get equal shares: 40 prompts in batches of 16 were 3 chunks, 24 prompts for one rank
+# and 16 for the other (at most 1.67x with two processes); they are now 8 chunks of 5, and 200
+# prompts are 16 chunks of 12 or 13, not 13 of 16. Fewer than CHUNK_GROUPS * MIN_CHUNK_SIZE
+# prompts make 4, 2 or 1 chunks (a power of two, so still equal shares) of at least
+# MIN_CHUNK_SIZE: the attack's 28 prompts of a 40-prompt audit were 7 chunks of 4 (4 for one
+# rank, 3 for the other) and are now 8 of 3 or 4.
 CHUNK_GROUPS = 8
-MIN_CHUNK_SIZE = 4
+MIN_CHUNK_SIZE = 3
 
 
 def chunks_of(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
-    """The stage's fixed chunks: at most ``size`` prompts each, a multiple of ``CHUNK_GROUPS``
-    of them (while each keeps ``MIN_CHUNK_SIZE`` prompts), their sizes differing by at most one.
+    """The stage's fixed chunks: at most ``size`` prompts each, their sizes differing by at most
+    one, and a multiple of ``CHUNK_GROUPS`` of them (of a smaller power of two where that would
+    leave chunks under ``MIN_CHUNK_SIZE`` prompts).
 
     They depend on the prompts and ``size`` only, never on the number of processes, so every
     world size batches the same prompts together and gets the same numbers.
@@ -377,14 +381,25 @@ def chunks_of(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
     count = len(prompts)
     if not count:
         return []
+    groups = CHUNK_GROUPS
+    while groups > 1 and count < groups * MIN_CHUNK_SIZE:
+        groups //= 2
     needed = -(-count // max(1, size))
-    grouped = -(-needed // CHUNK_GROUPS) * CHUNK_GROUPS
-    n_chunks = max(needed, min(grouped, -(-count // MIN_CHUNK_SIZE)))
+    n_chunks = -(-needed // groups) * groups
+    if n_chunks > count:  # batches smaller than MIN_CHUNK_SIZE: one prompt a chunk
+        n_chunks = count
     small, extra = divmod(count, n_chunks)
     bounds = [0]
     for k in range(n_chunks):
         bounds.append(bounds[-1] + small + (k < extra))
     return [list(prompts[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def costliest_first(chunks: Sequence[Sequence[Prompt]]) -> list[int]:
+    """Chunk indices in the order ranks should claim them: longest requests first (ties in
+    chunk order), so the chunks left for the end, when one rank may wait for the other, are
+    the cheap ones. Only the order changes, never a chunk, so results do not."""
+    return sorted(range(len(chunks)), key=lambda k: -sum(len(p.prompt) for p in chunks[k]))
 
 
 def _progress(
@@ -398,9 +413,10 @@ def _progress(
         unit="chunk",
         disable=not (show and world.is_main),
     )
+    order = costliest_first(chunks)
     try:
         for index in world.share(len(chunks)):
-            yield chunks[index]
+            yield chunks[order[index]]
             bar.update(1)
     finally:
         bar.close()
@@ -525,10 +541,11 @@ def sharded_margins(
 ) -> np.ndarray:
     """Margins of all prompts, computed in the stages' fixed chunks, shared out across ranks."""
     chunks = chunks_of(prompts, batch_size)
+    order = costliest_first(chunks)
     mine = world.together(
         lambda: {
-            k: subject.prompt_margins([p.query for p in chunks[k]], margin).tolist()
-            for k in world.share(len(chunks))
+            order[j]: subject.prompt_margins([p.query for p in chunks[order[j]]], margin).tolist()
+            for j in world.share(len(chunks))
         }
     )
     merged: dict[int, list[float]] = {}
