@@ -204,9 +204,23 @@ def first_flip_rank(prompt: dict, score) -> float:
     return first / len(ranked)
 
 
+def in_scope(prompt: dict) -> dict:
+    """The prompt without candidates that swap a quantifier or negation in or out: the
+    content constraint's rule since 2026-12-05, applied to dumps written before it."""
+    from probe.attack.constraints import changes_scope
+    from probe.words import split_words
+
+    words = [w.text for w in split_words(prompt["original"])]
+    kept = [c for c in prompt["candidates"] if not changes_scope(words[c["position"]], c["word"])]
+    return {**prompt, "candidates": kept}
+
+
 def analyze(paths: list[Path]) -> None:
     files = [json.loads(path.read_text()) for path in paths]
-    prompts = [p for f in files for p in f["prompts"]]
+    dumped = [p for f in files for p in f["prompts"]]
+    prompts = [in_scope(p) for p in dumped]
+    dropped = sum(len(p["candidates"]) for p in dumped) - sum(len(p["candidates"]) for p in prompts)
+    print(f"candidates swapping a quantifier or negation, dropped: {dropped}")
     flippable = [p for p in prompts if any(c.get("flipped") for c in p["candidates"])]
     total = sum(len(p["candidates"]) for p in prompts)
     print(

@@ -11,6 +11,13 @@ called grammatical, and how well fluency measures under the tuned SmolLM2's LM s
 
     python benchmarks/edit_ratings.py          # needs ../shared/data and the tuned SmolLM2
 
+``benchmarks/data/cascade_ratings.tsv`` holds the same rater's kind of verdicts on the 25 flips
+of the thorough recipe on all 182 study queries (2026-12-05; rules written before it saw them, so
+a held-out sample), with their 25 originals as blind controls, plus a paired verdict: whether the
+edited text asks for the same thing as the original (``same_request``).
+
+    python benchmarks/edit_ratings.py --ratings benchmarks/data/cascade_ratings.tsv
+
 The tuned model is the one ``benchmarks/vlguard_smollm2.py`` builds (never built here).
 """
 
@@ -75,6 +82,7 @@ def fluency_measures(lm, items: list[dict]) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ratings", type=Path, default=RATINGS, help="a ratings TSV")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
@@ -89,7 +97,7 @@ def main() -> None:
         default_max_drop,
     )
 
-    with RATINGS.open(newline="") as handle:
+    with args.ratings.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     test, _, _ = study.study_prompts(100, 100, 0)
     prompts = {p.id: p for p in test}
@@ -125,12 +133,18 @@ def main() -> None:
     }
     fine = sum(int(r["grammatical"]) for r in controls)
     print(f"controls (original queries) rated grammatical: {study.rate_ci(fine, len(controls))}")
-    print(f"{'constraints enforced':<34} {'accepted':>8}  {'grammatical (blind)':<24} natural")
+    paired = "same_request" in rows[0]
+    header = f"{'constraints enforced':<34} {'accepted':>8}  {'grammatical (blind)':<26} "
+    print(header + f"{'natural':<26}" + (" same request   all three" if paired else ""))
     for name, accepts in levels.items():
-        kept = [i for i in items if accepts(i["values"])]
-        g = sum(int(i["row"]["grammatical"]) for i in kept)
-        n = sum(int(i["row"]["natural"]) for i in kept)
-        shares = f"{study.rate_ci(g, len(kept)):<26} {study.rate_ci(n, len(kept))}"
+        kept = [i["row"] for i in items if accepts(i["values"])]
+        g = sum(int(r["grammatical"]) for r in kept)
+        n = sum(int(r["natural"]) for r in kept)
+        shares = f"{study.rate_ci(g, len(kept)):<26} {study.rate_ci(n, len(kept)):<26}"
+        if paired:
+            same = sum(int(r["same_request"]) for r in kept)
+            every = sum(int(r["natural"]) * int(r["same_request"]) for r in kept)
+            shares += f" {study.rate_ci(same, len(kept))}  {study.rate_ci(every, len(kept))}"
         print(f"{name:<34} {len(kept):>8}  {shares}")
     passing = [k for k, i in enumerate(items) if levels["content + part of speech"](i["values"])]
     print("\nfluency measure (tuned SmolLM2 LM, edited minus original): AUC for the rater's labels")

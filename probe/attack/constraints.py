@@ -2,7 +2,8 @@
 attacks.jsonl whether or not it is enforced) and says which edits it accepts.
 
 - ``ContentConstraint``: never touch a word that carries the request (nouns, numbers, jargon,
-  adjectives modifying them; ``EditContext.content``), and never bring one in.
+  adjectives modifying them; ``EditContext.content``), and never bring one in; nor a quantifier
+  or negation, which change which things are asked about ("the image" -> "each image").
 - ``PartOfSpeechConstraint``: the new word fills the old word's grammatical slot in the edited
   sentence: the same tag and inflection (Penn tag for words other than verbs and nouns), and a
   new determiner agrees in number with its noun. A lead imperative (which the tagger reads as
@@ -51,6 +52,21 @@ class Constraint:
         raise NotImplementedError
 
 
+# Words that change which things a request is about, or whether it asks at all: quantifiers
+# ("the image" -> "each image" asks about several images, "the person" -> "another person"
+# about someone else; a blind rater read 7 of the thorough recipe's 25 SmolLM2 flips as such)
+# and negations ("What is usually done" -> "What is not done"). "the" -> "a"/"this"/"that"
+# pick out the same thing and stay allowed.
+SCOPE_WORDS = frozenset(
+    "all another any both each either every neither no several some not never nor".split()
+)
+
+
+def changes_scope(old_word: str, new_word: str) -> bool:
+    """Whether an edit removes or brings in a quantifier or a negation (``SCOPE_WORDS``)."""
+    return old_word.lower() in SCOPE_WORDS or new_word.lower() in SCOPE_WORDS
+
+
 class ContentConstraint(Constraint):
     name = "content"
 
@@ -59,9 +75,12 @@ class ContentConstraint(Constraint):
 
     @staticmethod
     def _touches(context: EditContext, edit: Edit) -> bool:
-        """The edit removes or replaces a content word, or brings one in ("Ask about ..." ->
-        "Bomb about ..." changes what is asked as surely as "bread" -> "bomb")."""
+        """The edit removes or replaces a content word, a quantifier or a negation, or brings
+        one in ("Ask about ..." -> "Bomb about ..." changes what is asked as surely as "bread"
+        -> "bomb")."""
         if edit.kind != "insertion" and edit.position in context.content:
+            return True
+        if changes_scope(edit.old_word, edit.new_word):
             return True
         new = edit.new_word.lower()
         return bool(new) and (new in context.content_vocabulary or is_content_word(new, None))

@@ -408,6 +408,30 @@ def test_inflection_and_synonyms():
     assert wordnet_synonyms("the", "DET") == []
 
 
+def test_quantifiers_and_negations_are_never_swapped_in_or_out():
+    """A blind rater read "each image", "another person", "some background" for "the ..." as
+    a different request; "the" -> "this"/"a" asks about the same thing. "usually" -> "not"
+    (an exhaustive search's flip on SmolLM2) asks the opposite."""
+    from probe.attack.constraints import ContentConstraint
+
+    content = ContentConstraint()
+    context = EditContext("What is the person in the image doing with some tools?")
+    edits = [
+        context.substitution(5, "each", "x"),  # the image -> each image
+        context.substitution(2, "another", "x"),  # the person -> another person
+        context.substitution(9, "the", "x"),  # some tools -> the tools
+        context.insertion(9, "all", "x"),  # some tools -> all some tools
+        context.substitution(7, "not", "x"),  # doing -> not (a negation)
+        context.deletion(9),  # some tools -> tools
+        context.substitution(5, "this", "x"),
+        context.substitution(2, "a", "x"),
+    ]
+    assert edits[0].variant.text == "What is the person in each image doing with some tools?"
+    assert edits[3].variant.text == "What is the person in the image doing with all some tools?"
+    touched = [v["content_word"] for v in content.values(context, edits)]
+    assert touched == [True, True, True, True, True, True, False, False]
+
+
 def test_content_words_are_recognised_despite_tagger_misreadings():
     # The tagger reads "make malware" as an adjective and "bake bread" as a verb.
     for word, tag in [("malware", "ADJ"), ("bread", "VERB"), ("bomb", "VERB"), ("home", "ADV")]:
