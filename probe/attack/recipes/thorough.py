@@ -12,12 +12,12 @@ second search:
 - Budget: 200 margin queries per prompt (the default: 40), 3 generations as before.
 
 Replayed over every admissible guided candidate of 42 SmolLM2 study queries, each scored
-exactly (benchmarks/candidate_ranking.py), this search reaches all 8 queries an exhaustive
-search of that space flips, with 8.4% of its queries (the estimate alone: 7 of 8; the default's
-shape, 6 words and 40 queries: 2 of 8). Run first, the default keeps the demo's cost: the
-cascade finds every demo flip exhaustive search finds with 9.8% of its queries (the default
-alone: 9.0%). On 9 SmolLM2 queries it finds 3 of exhaustive's 4 flips (the fourth is not
-English) with 7.4% of its queries, 11.3 s per prompt on one CPU core.
+exactly (benchmarks/candidate_ranking.py), this search reaches all 6 queries an exhaustive
+search of that space flips, with 7.1% of its queries (the estimate alone: 5 of 6). Run first,
+the default keeps the demo's cost: the cascade finds every demo flip exhaustive search finds
+with 9.8% of its queries (the default alone: 9.0%). On 9 SmolLM2 queries it finds 2 of
+exhaustive's 3 flips (the third, "likely" -> "wrong", is not English) with 6.9% of its queries;
+on all 182 study queries it costs 9.9 s per attacked prompt on one CPU core.
 """
 
 from __future__ import annotations
