@@ -44,7 +44,7 @@ def test_fewer_prompts_make_a_power_of_two_chunks_of_at_least_the_minimum_size(c
     assert len(lengths) == CHUNK_GROUPS or 2 * len(lengths) * MIN_CHUNK_SIZE > count
 
 
-def test_small_runs_keep_their_chunks_whole() -> None:
+def test_chunk_sizes_of_small_runs() -> None:
     assert [len(c) for c in chunks_of(_prompts(12), 16)] == [3, 3, 3, 3]
     assert [len(c) for c in chunks_of(_prompts(28), 16)] == [4, 4, 4, 4, 3, 3, 3, 3]
     assert [len(c) for c in chunks_of(_prompts(5), 16)] == [5]
