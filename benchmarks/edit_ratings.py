@@ -14,7 +14,9 @@ called grammatical, and how well fluency measures under the tuned SmolLM2's LM s
 ``benchmarks/data/cascade_ratings.tsv`` holds the same rater's kind of verdicts on the 25 flips
 of the thorough recipe on all 182 study queries (2026-12-05; rules written before it saw them, so
 a held-out sample), with their 25 originals as blind controls, plus a paired verdict: whether the
-edited text asks for the same thing as the original (``same_request``).
+edited text asks for the same thing as the original (``same_request``). Batch 2 adds the 6 flips
+that recipe found on the same queries once quantifiers and negations were ruled out, rated the
+same way with their originals.
 
     python benchmarks/edit_ratings.py --ratings benchmarks/data/cascade_ratings.tsv
 
