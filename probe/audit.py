@@ -360,7 +360,7 @@ def _stopped(run: _Run, exc: BaseException) -> None:
 def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
     """Run (or resume) the whole audit into ``config.out``; returns the run directory."""
     check_config(config)
-    world = World.from_env(config.device)
+    world = World.from_env(config.device, config.dist_timeout)
     torch.manual_seed(config.seed)
     prompts = load_audit_prompts(config)  # bad prompt files fail before any folder is made
     fingerprint = prompts_fingerprint(prompts)
@@ -568,7 +568,7 @@ def _open_stage_command(
 def _stage_command(config: AuditConfig, out: Path, command: str, inputs: list, body):
     """Shared frame of ``probe attribute`` / ``probe attack``: validate, lock, run, record."""
     check_config(config)
-    world = World.from_env(config.device)
+    world = World.from_env(config.device, config.dist_timeout)
     torch.manual_seed(config.seed)
     prompts = load_audit_prompts(config)
     fingerprint = prompts_fingerprint(prompts)

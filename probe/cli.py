@@ -51,6 +51,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: 1 for tiny models, else all)"
     )
+    parser.add_argument(
+        "--dist-timeout",
+        type=int,
+        help="seconds a process of a multi-process run waits for the others before it stops "
+        "(default 7200)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-new-tokens",
@@ -207,7 +213,7 @@ def _config(args: argparse.Namespace, **overrides):
 def _positive(args: argparse.Namespace) -> None:
     for name in (
         "batch_size", "max_new_tokens", "max_prompts", "min_support", "threads", "max_queries",
-        "top_k_triggers", "ig_steps", "shapley_samples", "lime_samples",
+        "top_k_triggers", "ig_steps", "shapley_samples", "lime_samples", "dist_timeout",
     ):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -9,8 +9,10 @@ process group at all.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +23,10 @@ from typing import TypeVar, cast
 from probe.errors import ProbeError
 
 T = TypeVar("T")
+
+# How long a rank waits in a collective (or for the store) before it gives up on the others: a
+# rank can wait a whole chunk of another's work, or rank 0's lexicon fit and report.
+DEFAULT_TIMEOUT_S = 7200
 
 
 def is_main_process() -> bool:
@@ -43,26 +49,32 @@ class World:
     run_key: str = ""
     _shares: Iterator[int] = field(default_factory=itertools.count, compare=False, repr=False)
 
+    timeout_s: int = DEFAULT_TIMEOUT_S
+
     @classmethod
-    def from_env(cls, device: str = "cpu") -> World:
-        """The launcher's world; joins (or reuses) the process group when it has > 1 process."""
+    def from_env(cls, device: str = "cpu", timeout_s: int | None = None) -> World:
+        """The launcher's world; joins (or reuses) the process group when it has > 1 process.
+        ``timeout_s``: how long a rank waits for the others (``--dist-timeout``)."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:
             return cls()
         import torch.distributed as dist
 
+        timeout_s = timeout_s or DEFAULT_TIMEOUT_S
+        timeout = timedelta(seconds=timeout_s)
         if not dist.is_initialized():
             backend = "nccl" if device.startswith("cuda") else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(hours=2))
+            dist.init_process_group(backend, timeout=timeout)
         # Both launchers serve a store at MASTER_ADDR:MASTER_PORT (torchrun's agent, or rank 0).
         store = dist.TCPStore(
             os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-            timeout=timedelta(hours=2), wait_for_workers=False,
+            timeout=timeout, wait_for_workers=False,
         )  # fmt: skip
         box = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        return cls(dist.get_rank(), dist.get_world_size(), local, store=store, run_key=str(box[0]))
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        return cls(rank, world_size, local, store=store, run_key=str(box[0]), timeout_s=timeout_s)
 
     @property
     def is_main(self) -> bool:
@@ -95,7 +107,8 @@ class World:
         import torch.distributed as dist
 
         out: list = [None] * self.size
-        dist.all_gather_object(out, value)
+        with self._peers_answer():
+            dist.all_gather_object(out, value)
         return out
 
     def broadcast(self, value: T | None) -> T:
@@ -105,8 +118,23 @@ class World:
         import torch.distributed as dist
 
         box = [value if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
+        with self._peers_answer():
+            dist.broadcast_object_list(box, src=0)
         return cast(T, box[0])
+
+    @contextlib.contextmanager
+    def _peers_answer(self) -> Iterator[None]:
+        """A collective that fails (a rank hung past the timeout, or died without a word)
+        ends this rank with one line saying so, not a backend traceback."""
+        try:
+            yield
+        except RuntimeError as exc:
+            # gloo prefixes its messages with its source location: "[.../pair.cc:553] ..."
+            reason = re.sub(r"^\[[^\]]*\]\s*", "", _describe(exc).removeprefix("RuntimeError: "))
+            raise ProbeError(
+                f"rank {self.rank}: the other processes did not answer ({reason}); a process "
+                f"that hangs is given up on after --dist-timeout ({self.timeout_s} s)"
+            ) from exc
 
     def on_main(self, work: Callable[[], T]) -> T:
         """Run ``work`` on rank 0 and share its result; an error there fails every rank."""

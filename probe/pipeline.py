@@ -84,6 +84,7 @@ class AuditConfig:
     min_support: int = 3
     data_cues: str | None = None
     threads: int | None = None
+    dist_timeout: int | None = None  # seconds; None: parallel.DEFAULT_TIMEOUT_S
     refusal_openings: str | None = None
     compliance_openings: str | None = None
     ig_steps: int | None = None
@@ -98,7 +99,16 @@ class AuditConfig:
 
 
 # Settings that change how fast a run goes or where it writes, never what it finds.
-RUN_ONLY = ("out", "device", "device_map", "batch_size", "threads", "fresh", "resume")
+RUN_ONLY = (
+    "out",
+    "device",
+    "device_map",
+    "batch_size",
+    "threads",
+    "dist_timeout",
+    "fresh",
+    "resume",
+)
 
 
 def identity(config: AuditConfig) -> dict:

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,15 @@ def _free_port() -> int:
 
 
 def _audit(
-    launcher: list[str], run: Path, cache: Path, program: tuple[str, ...] = ("-m", "probe.cli")
+    launcher: list[str],
+    run: Path,
+    cache: Path,
+    program: tuple[str, ...] = ("-m", "probe.cli"),
+    extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ, PROBE_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    args = ["audit", "--out", str(run), "--max-prompts", "64", "--batch-size", "8"]
+    args = ["audit", "--out", str(run), "--max-prompts", "64", "--batch-size", "8", *extra]
     return subprocess.run(
         [*launcher, *program, *args],
         env=env, capture_output=True, text=True, timeout=900,
@@ -100,6 +105,46 @@ def test_a_rank_that_crashes_stops_every_rank_with_its_reason(demo_model_dir, tm
     assert summary["status"] == "failed"
     assert summary["error"] == "ProbeError: rank 1 failed: RuntimeError: device lost on rank 1"
     assert summary["stages_completed"] == ["load", "generate_and_judge"]
+
+
+# Rank 1 hangs while computing margins (a wedged GPU, a deadlocked kernel): it neither
+# finishes nor fails, so only the process group's timeout can free rank 0.
+HUNG_RANK_1 = """
+import os, sys, time
+from probe.subject.text import Subject
+
+if os.environ["RANK"] == "1":
+    def prompt_margins(self, *args, **kwargs):
+        time.sleep(600)
+
+    Subject.prompt_margins = prompt_margins
+
+from probe.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_hung_rank_is_given_up_on_after_the_dist_timeout(demo_model_dir, tmp_path):
+    """Rank 0 waits --dist-timeout seconds (not the 2 h default), then stops with one line and
+    a failed summary; what the earlier stages wrote stays for a rerun."""
+    program = tmp_path / "hung.py"
+    program.write_text(HUNG_RANK_1)
+    run = tmp_path / "run"
+    started = time.monotonic()
+    pair = _audit(
+        _torchrun(), run, demo_model_dir.parent, (str(program),), ("--dist-timeout", "10")
+    )
+    assert pair.returncode != 0
+    assert time.monotonic() - started < 300
+    assert "probe: error: rank 0: the other processes did not answer" in pair.stderr
+    assert "--dist-timeout (10 s)" in pair.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "did not answer" in summary["error"]
+    assert summary["stages_completed"] == ["load", "generate_and_judge"]
+    assert len((run / "responses.jsonl").read_text().splitlines()) == 64
 
 
 # Every chunk takes 0.2 s, except rank 1's first (4 s): with chunks claimed one at a time,
