@@ -22,6 +22,7 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import random
 import sys
 import time
@@ -44,6 +45,7 @@ from probe.attack.transformations import EditContext, GradientGuided
 from probe.attribution import get_attributor
 from probe.judge import RefusalJudge
 from probe.lexicon.builder import LexiconBuilder
+from probe.lexicon.stats import wilson_interval
 from probe.nlp import has_tagger, inflect_like
 
 MAX_VERIFY = 30  # verified generations per prompt (crossed, fluent candidates, best first)
@@ -163,25 +165,37 @@ def _exact(c: dict, w: float) -> float:
 RANKERS = {  # name: (score, weights tried); higher scores are scored exactly first
     "gradient": (_gradient, (0.0,)),
     "lm prior": (_prior, (0.0,)),
-    "gradient + w * lm prior": (_gradient_and_prior, (0.03, 0.1, 0.3, 1.0)),
+    "gradient + w * lm prior": (_gradient_and_prior, (0.03, 0.1, 0.3, 0.5, 1.0)),
     "random": (_random, (0.0,)),
     "exact margin (oracle)": (_exact, (0.0,)),
 }
+
+
+WIDTHS = (  # (scope, m) replayed; m is a percentage for "share", a word count otherwise
+    *(("position", m) for m in (6, 20, 30)),
+    *(("best position", m) for m in (6, 20)),
+    *(("share", m) for m in (5, 8)),
+    *(("global", m) for m in (6, 20)),
+)
 
 
 def replay(prompt: dict, score, scope: str, m: int, budget: int) -> tuple[bool, int]:
     """(success, queries) of a search over this prompt's candidates under ``score``.
 
     ``scope`` "position": positions in the attack's order, the best ``m`` words of each;
-    "best position": the same, positions ordered by their best candidate's score; "global":
-    all (position, word) candidates best first, ``m`` at a time. Stops at the first group
-    holding a verified flip, or once ``budget`` queries are spent."""
+    "best position": the same, positions ordered by their best candidate's score; "share":
+    positions in the attack's order, the best ``m`` percent of each position's words (at least
+    10), so wide positions (verbs, nouns: ~800 words) get more than narrow ones (articles: ~5);
+    "global": all (position, word) candidates best first, ``m`` at a time. Stops at the first
+    group holding a verified flip, or once ``budget`` queries are spent."""
     candidates = prompt["candidates"]
     if scope != "global":
         groups = [
-            sorted((c for c in candidates if c["order"] == k), key=score, reverse=True)[:m]
+            sorted((c for c in candidates if c["order"] == k), key=score, reverse=True)
             for k in range(len(prompt["positions"]))
         ]
+        width = (lambda g: max(10, math.ceil(m / 100 * len(g)))) if scope == "share" else None
+        groups = [g[: width(g) if width else m] for g in groups]
         if scope == "best position":
             groups.sort(key=lambda g: score(g[0]) if g else -np.inf, reverse=True)
     else:
@@ -229,6 +243,15 @@ def analyze(paths: list[Path]) -> None:
         f"fluent flips): {len(flippable)} ({sum(p['target'] == 'compliance' for p in flippable)} "
         "toward compliance)"
     )
+    for target in ("compliance", "refusal"):
+        attacked = [p for p in prompts if p["target"] == target]
+        flipped = sum(p in flippable for p in attacked)
+        low, high = wilson_interval(flipped, len(attacked))
+        print(
+            f"toward {target}: {flipped}/{len(attacked)} attacked queries have a verified, "
+            f"fluent one-word flip in the space, {flipped / max(1, len(attacked)):.1%} "
+            f"[{low:.0%}, {high:.0%}]"
+        )
     print(f"{'ranker':<26} {'w':>5} {'median first-flip rank':>23} {'within 10%':>11}")
     for name, (fn, weights) in RANKERS.items():
         for w in weights:
@@ -239,9 +262,7 @@ def analyze(paths: list[Path]) -> None:
     print(f"\n{'ranker':<26} {'w':>5} {'scope':>13} {'m':>4} {'budget':>7} {'found':>6} "
           f"{'share':>6} {'queries':>8} {'q share':>8}")  # fmt: skip
     for name, (fn, weights) in RANKERS.items():
-        for w, scope, m, budget in itertools.product(
-            weights, ("position", "best position", "global"), (6, 20), (40, 100, 200)
-        ):
+        for w, (scope, m), budget in itertools.product(weights, WIDTHS, (40, 100, 200, 400)):
             score = functools.partial(fn, w=w)
             results = [replay(p, score, scope, m, budget) for p in prompts]
             found = sum(ok for ok, _ in results)
