@@ -48,7 +48,9 @@ class OneWordAttack:
     ``guided_per_position`` gradient-ranked words per position, the top ones, or with
     ``guided_admissible`` the best that pass the cheap constraints (``recipes/thorough.py``);
     ``guided_prior_weight`` weighs the fluency LM's log-probability of a guided word in its
-    place against the gradient's estimate (0: the estimate alone);
+    place against the gradient's estimate (0: the estimate alone); ``guided_share`` (with
+    ``guided_admissible``) keeps that share of each position's admitted words instead, at
+    least ``guided_per_position``;
     ``search`` is "guided" or "exhaustive"; ``fluency_lm`` is a ``BareTextLM`` (default: the
     subject's own LM head over the bare text) and ``max_fluency_drop`` its threshold in nats
     per token (None: the calibrated ``default_max_drop`` for the LM's size).
@@ -68,6 +70,7 @@ class OneWordAttack:
         guided_per_position: int = 6,
         guided_admissible: bool = False,
         guided_prior_weight: float = 0.0,
+        guided_share: float | None = None,
         search: str = "guided",
         fluency_lm: BareTextLM | None = None,
         max_fluency_drop: float | None = None,
@@ -83,6 +86,7 @@ class OneWordAttack:
         self.guided_per_position = guided_per_position
         self.guided_admissible = guided_admissible
         self.guided_prior_weight = guided_prior_weight
+        self.guided_share = guided_share
         self.search = search
         self.fluency_lm = fluency_lm
         self.max_fluency_drop = max_fluency_drop
@@ -159,6 +163,7 @@ class OneWordAttack:
                     admissible_first=self.guided_admissible,
                     prior_lm=lm,
                     prior_weight=self.guided_prior_weight,
+                    share=self.guided_share,
                 )
                 spent = guided.prepare(subject, context, target)
                 sources.append(guided)
@@ -281,18 +286,19 @@ class OneWordAttack:
             kept: list[Candidate] = []
             for source in sources:
                 fresh = unseen(source.propose(context, index))
-                if source.limit is None:
+                limit = source.limit_at(context, index, lambda edits: len(check(edits)))
+                if limit is None:
                     kept += check(list(fresh))
                     continue
                 # A ranked source: check its proposals best first, a chunk at a time, until
                 # ``limit`` pass or it runs out.
                 found: list[Candidate] = []
-                while len(found) < source.limit:
-                    chunk = list(itertools.islice(fresh, 2 * source.limit))
+                while len(found) < limit:
+                    chunk = list(itertools.islice(fresh, 2 * limit))
                     if not chunk:
                         break
                     found += check(chunk)
-                kept += found[: source.limit]
+                kept += found[:limit]
             return kept
 
         return Plan(sorted(context.alnum, key=priority), group)

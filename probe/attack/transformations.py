@@ -7,7 +7,8 @@ gradient-guided one) compute what they need once per prompt in ``prepare``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,13 @@ class CandidateSource:
     def propose(self, context: EditContext, index: int) -> Iterable[Edit]:
         raise NotImplementedError
 
+    def limit_at(
+        self, context: EditContext, index: int, admissible: Callable[[list[Edit]], int]
+    ) -> int | None:
+        """How many of this position's proposals to keep: ``limit``, unless the source sizes it
+        per position; ``admissible`` counts the edits the enforced cheap constraints accept."""
+        return self.limit
+
 
 class LexiconTriggers(CandidateSource):
     """The lexicon's top triggers of the target direction: substituted (inflected like the old
@@ -197,6 +205,10 @@ class GradientGuided(CandidateSource):
     tuned SmolLM2 the estimate alone ranks words no better than chance within a position, and
     the prior puts the first verified flip in the best 10% for 8 of 8 prompts (estimate alone:
     5 of 8; benchmarks/candidate_ranking.py, results in benchmarks/RESULTS.md).
+    ``share`` (with ``admissible_first``): keep the best ``share`` of the words the constraints
+    admit at a position (at least ``per_position``), not a fixed count: a lead verb admits ~800
+    words, an article ~5, and a flip deep in a wide position is missed by a fixed width. The
+    admitted count is estimated from a ``sample`` of the vocabulary checked by the constraints.
     """
 
     name = "guided"
@@ -210,8 +222,13 @@ class GradientGuided(CandidateSource):
         examine: int = 400,
         prior_lm: BareTextLM | None = None,
         prior_weight: float = 0.0,
+        share: float | None = None,
+        sample: int = 40,
     ) -> None:
         self.per_position = per_position
+        self.share = share
+        self.sample = sample
+        self.words_: list[str] = []  # the real one-token words, set by ``prepare``
         self.prior_lm = prior_lm
         self.prior_weight = prior_weight
         self.vocabulary = vocabulary
@@ -223,6 +240,7 @@ class GradientGuided(CandidateSource):
     def prepare(self, subject: Subject, context: EditContext, target: Direction) -> int:
         self.estimates_ = {}
         words, ids = _single_token_words(subject, tuple(self.vocabulary or _english_words()))
+        self.words_ = words
         if not words:
             return 0
         encoded = subject.encode(context.query)
@@ -276,6 +294,22 @@ class GradientGuided(CandidateSource):
         tag = context.tag(index)
         for word, _ in self.estimates_.get(index, []):
             yield context.substitution(index, inflect_like(word, old, tag), self.name)
+
+    def limit_at(
+        self, context: EditContext, index: int, admissible: Callable[[list[Edit]], int]
+    ) -> int | None:
+        if self.share is None or self.limit is None or index not in self.estimates_:
+            return self.limit
+        old = context.words[index].text
+        tag = context.tag(index)
+        step = max(1, len(self.words_) // self.sample)  # every step-th word: a fixed sample
+        sample = [
+            context.substitution(index, inflect_like(word, old, tag), self.name)
+            for word in self.words_[::step]
+            if word != old.lower()
+        ]
+        admitted = admissible(sample) / max(1, len(sample)) * len(self.words_)
+        return max(self.limit, math.ceil(self.share * admitted))
 
 
 @functools.cache

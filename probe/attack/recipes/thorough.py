@@ -27,10 +27,16 @@ from probe.attack.cascade import CascadeAttack
 from probe.attack.oneword import OneWordAttack
 from probe.attack.recipes.default import DEFAULT
 
-WIDE = {**DEFAULT, "guided_admissible": True, "guided_per_position": 20, "guided_prior_weight": 0.1}
+WIDE = {
+    **DEFAULT,
+    "guided_admissible": True,
+    "guided_per_position": 10,
+    "guided_share": 0.08,
+    "guided_prior_weight": 0.5,
+}
 
 
-def thorough_attack(wide_queries: int = 200, **overrides) -> CascadeAttack:
+def thorough_attack(wide_queries: int = 400, **overrides) -> CascadeAttack:
     """The default recipe, then the wide search (``wide_queries`` margin queries per prompt) on
     what it left; ``overrides`` go to both (``max_queries`` sets the first one's budget)."""
     wide = {**WIDE, **overrides, "max_queries": wide_queries}
