@@ -3,6 +3,8 @@ budget, metrics, record round trip, degradation without NLTK data."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import probe.attack.oneword as attack_module
@@ -272,6 +274,44 @@ def test_admissible_first_guided_words_all_pass_and_outnumber_the_top_words(demo
                 kept += len(group)
         totals[admissible_first] = kept
     assert totals[True] > totals[False], totals
+
+
+@pytest.mark.skipif(not (has_tagger() and has_wordnet()), reason="NLTK data not installed")
+def test_a_shared_guided_width_follows_how_many_words_a_position_admits(demo_subject):
+    """recipes/thorough.py's ``share``: a position's width is that share of the words the
+    cheap constraints admit there (never under ``per_position``), so a lead verb, which
+    admits many words, is searched wider than a preposition, and the plan keeps that many."""
+    from probe.attack.constraints import ContentConstraint
+    from probe.attack.transformations import GradientGuided
+    from probe.nlp import inflect_like
+
+    cheap = [ContentConstraint(), PartOfSpeechConstraint()]
+    context = EditContext("Explain how to bake bread at home")
+    # A sample as large as the demo's vocabulary: the estimate is the exact count.
+    source = GradientGuided(2, admissible_first=True, share=0.5, sample=10_000)
+    source.prepare(demo_subject, context, "refusal")
+
+    def admitted(edits):
+        values = [{} for _ in edits]
+        for constraint in cheap:
+            for value, new in zip(values, constraint.values(context, edits), strict=True):
+                value.update(new)
+        return sum(all(c.accepts(v) for c in cheap) for v in values)
+
+    plan = OneWordAttack()._plan(context, None, "refusal", [], [source], cheap, {"content", "pos"})
+    widths = {}
+    for index in (0, 5):  # "Explain" (a lead verb), "at" (a preposition)
+        old, tag = context.words[index].text, context.tag(index)
+        every = [
+            context.substitution(index, inflect_like(w, old, tag), "x")
+            for w in source.words_
+            if w != old.lower()
+        ]
+        exact = admitted(every)
+        widths[index] = source.limit_at(context, index, admitted)
+        assert widths[index] == max(2, math.ceil(0.5 * exact)), (index, exact)
+        assert len(plan[plan.keys.index(index)]) == min(widths[index], exact)
+    assert widths[0] > widths[5] > 2, widths
 
 
 def test_cascade_runs_the_next_attack_only_where_the_first_failed(demo_setup):
