@@ -6,19 +6,19 @@ words that flip it under the constraints are rarely in the gradient's top 6, and
 takes the top 6 words *before* the constraints, which then reject nearly all of them. The
 second search:
 
-- Gradient-guided words: the first 20 per position that pass content and part of speech (of
-  the best 400), ranked by the gradient's estimate plus 0.1 x the LM's log-probability of the
-  word in its place, so every margin query goes to an admissible, plausible edit.
-- Budget: 200 margin queries per prompt (the default: 40), 3 generations as before.
+- Gradient-guided words ranked by the gradient's estimate plus 0.5 x the LM's log-probability
+  of the word in its place, so margin queries go to admissible, plausible edits first.
+- Width per position: the best 8% of the words that pass content and part of speech there
+  (at least 10; the count is estimated from a 40-word sample of the vocabulary). A lead verb
+  admits ~800 words, an article ~5: a fixed width of 20 missed a flip ranked 57th of 776.
+- Budget: 400 margin queries per prompt (the default: 40), 3 generations as before.
 
-Replayed over every admissible guided candidate of 108 SmolLM2 study queries, each scored
-exactly (benchmarks/candidate_ranking.py), this search reaches 9 of the 10 queries an
-exhaustive search of that space flips, with 6.3% of its queries (the estimate alone: 8; its
-settings were chosen on the first 42, where it reached all 6). Run first,
-the default keeps the demo's cost: the cascade finds every demo flip exhaustive search finds
-with 9.8% of its queries (the default alone: 9.0%). On 9 SmolLM2 queries it finds 2 of
-exhaustive's 3 flips (the third, "likely" -> "wrong", is not English) with 6.9% of its queries;
-on all 182 study queries it costs 9.9 s per attacked prompt on one CPU core.
+Replayed over every admissible guided candidate of the study's queries, each scored exactly
+(benchmarks/candidate_ranking.py): chosen on 108 queries (10/10 of the queries an exhaustive
+search of that space flips, 9.1% of its queries), then checked on 91 held-out ones: 19/19
+with 8.9% (the former 20 words, 0.1 x prior, 200 queries: 18/19, 8.1%). Run first, the default
+keeps the demo's cost: the cascade finds every demo flip exhaustive search finds with 9.6% of
+its queries. Same-run and full-study figures: RESULTS.md, "Width by share of the admitted words".
 """
 
 from __future__ import annotations
