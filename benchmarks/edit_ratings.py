@@ -20,6 +20,9 @@ same way with their originals.
 
     python benchmarks/edit_ratings.py --ratings benchmarks/data/cascade_ratings.tsv
 
+Batch 3 adds the 7 flips the recipe's wider width (share of the admitted words) found that no
+earlier batch holds, rated the same way. ``--flips RECORDS`` rates only one run's flips.
+
 The tuned model is the one ``benchmarks/vlguard_smollm2.py`` builds (never built here).
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -81,10 +85,29 @@ def fluency_measures(lm, items: list[dict]) -> dict[str, list[float]]:
     return measures
 
 
+def of_flips(rows: list[dict], records: Path) -> list[dict]:
+    """The rating of each flip a run reported (one per flip), and one control per query."""
+    flips = {
+        (r["id"], str(r["position"]), r["new_word"])
+        for run in json.loads(records.read_text()).values()
+        for r in run
+        if r["flipped"]
+    }
+    edits = {(r["id"], r["position"], r["new_word"]): r for r in rows if r["kind"] != "original"}
+    controls = {r["id"]: r for r in rows if r["kind"] == "original"}
+    missing = flips - edits.keys()
+    if missing:
+        raise SystemExit(f"{len(missing)} flips of {records} are not rated, e.g. {min(missing)}")
+    return [edits[f] for f in sorted(flips)] + [controls[i] for i in sorted({f[0] for f in flips})]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ratings", type=Path, default=RATINGS, help="a ratings TSV")
+    parser.add_argument(
+        "--flips", type=Path, help="only the flips of this attack_efficiency.py --records file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
@@ -101,6 +124,8 @@ def main() -> None:
 
     with args.ratings.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
+    if args.flips:
+        rows = of_flips(rows, args.flips)
     test, _, _ = study.study_prompts(100, 100, 0)
     prompts = {p.id: p for p in test}
     controls = [r for r in rows if r["kind"] == "original"]
