@@ -194,8 +194,9 @@ def replay(prompt: dict, score, scope: str, m: int, budget: int) -> tuple[bool, 
             sorted((c for c in candidates if c["order"] == k), key=score, reverse=True)
             for k in range(len(prompt["positions"]))
         ]
-        width = (lambda g: max(10, math.ceil(m / 100 * len(g)))) if scope == "share" else None
-        groups = [g[: width(g) if width else m] for g in groups]
+        groups = [
+            g[: max(10, math.ceil(m / 100 * len(g))) if scope == "share" else m] for g in groups
+        ]
         if scope == "best position":
             groups.sort(key=lambda g: score(g[0]) if g else -np.inf, reverse=True)
     else:

@@ -290,9 +290,16 @@ class GradientGuided(CandidateSource):
         return spent
 
     def propose(self, context: EditContext, index: int) -> Iterator[Edit]:
+        yield from self._substitutions(
+            context, index, (w for w, _ in self.estimates_.get(index, []))
+        )
+
+    def _substitutions(
+        self, context: EditContext, index: int, words: Iterable[str]
+    ) -> Iterator[Edit]:
         old = context.words[index].text
         tag = context.tag(index)
-        for word, _ in self.estimates_.get(index, []):
+        for word in words:
             yield context.substitution(index, inflect_like(word, old, tag), self.name)
 
     def limit_at(
@@ -300,14 +307,10 @@ class GradientGuided(CandidateSource):
     ) -> int | None:
         if self.share is None or self.limit is None or index not in self.estimates_:
             return self.limit
-        old = context.words[index].text
-        tag = context.tag(index)
+        old = context.words[index].text.lower()
         step = max(1, len(self.words_) // self.sample)  # every step-th word: a fixed sample
-        sample = [
-            context.substitution(index, inflect_like(word, old, tag), self.name)
-            for word in self.words_[::step]
-            if word != old.lower()
-        ]
+        words = (w for w in self.words_[::step] if w != old)
+        sample = list(self._substitutions(context, index, words))
         admitted = admissible(sample) / max(1, len(sample)) * len(self.words_)
         return max(self.limit, math.ceil(self.share * admitted))
 
