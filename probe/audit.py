@@ -32,7 +32,7 @@ from probe.attack import AttackResult, write_flip_rates
 from probe.demos.registry import builtin_model
 from probe.errors import ProbeError
 from probe.lexicon.table import TriggerLexicon, compare_lexicons
-from probe.nlp import universal_tags, word_normaliser, wordnet_synonyms
+from probe.nlp import import_nltk, universal_tags, word_normaliser, wordnet_synonyms
 from probe.parallel import World
 from probe.pipeline import (
     AuditConfig,
@@ -386,9 +386,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True) -> Path:
         with stop_on_signals():
             try:
                 failures = _Failures(folder / "failures.jsonl", world)
-                # The tagger and WordNet (seconds to load) load while the model stages run.
-                warming = threading.Thread(target=warm_language_data, daemon=True)
-                warming.start()
+                warming = start_language_warmup()
                 subject, judge, prompts, responses, calibration, output = _first_stages(
                     config, world, run, failures, stages, progress, prompts
                 )
@@ -434,6 +432,15 @@ def _lexicon_stage(config, world, run, output: StageOutput, prompts) -> TriggerL
     lexicon = world.on_main(fit)
     run.stage("lexicon")
     return lexicon
+
+
+def start_language_warmup() -> threading.Thread:
+    """Import NLTK here, then load the tagger and WordNet (seconds) in a background thread
+    while the model stages, which never use them, run."""
+    import_nltk()  # on this thread: never two threads importing scipy at once
+    warming = threading.Thread(target=warm_language_data, daemon=True)
+    warming.start()
+    return warming
 
 
 def warm_language_data() -> None:

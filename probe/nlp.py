@@ -28,6 +28,13 @@ def _nltk():
     return nltk
 
 
+def import_nltk() -> None:
+    """Import NLTK now, on this thread. Its import pulls in scipy and scikit-learn; a thread
+    importing it while another imports those can be handed half-initialised modules (Python's
+    import deadlock guard), which breaks ``nltk`` for the rest of the process."""
+    _nltk()
+
+
 RESOURCES = {
     "wordnet": "corpora/wordnet",
     "stopwords": "corpora/stopwords",

@@ -61,3 +61,32 @@ def test_a_users_nltk_data_wins(tmp_path):
     result = _run({"NLTK_DATA": str(tmp_path / "my_nltk_data")}, tmp_path)
     assert result["stop"] == ["zzzq"]  # the user's corpus, not the shipped one
     assert result["missing"] == []  # everything else still comes from the shipped copy
+
+
+_WARMUP = """
+import sys, threading
+import probe.audit as audit
+from probe import nlp
+assert "nltk" not in sys.modules  # nothing imported it yet: the check below can fail
+seen = []
+start = threading.Thread.start
+def recording_start(self):
+    seen.append(hasattr(sys.modules.get("nltk"), "data"))
+    start(self)
+threading.Thread.start = recording_start
+audit.start_language_warmup().join()
+print(seen, nlp.universal_tags(["They", "shared", "the", "photo"]))
+"""
+
+
+def test_nltk_is_imported_before_the_warmup_thread_starts(tmp_path):
+    """The audit loads the tagger and WordNet in a thread while the model stages import scipy
+    and scikit-learn; NLTK's own import pulls those in, and two threads importing them at once
+    can leave ``nltk`` half-initialised for the rest of the run (seen in CI). So NLTK is fully
+    imported on the main thread before the thread starts, and the thread's work still lands."""
+    env = {k: v for k, v in os.environ.items() if k != "NLTK_DATA"}
+    done = subprocess.run(
+        [sys.executable, "-c", _WARMUP], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[True] ['PRON', 'VERB', 'DET', 'NOUN']", done.stdout
