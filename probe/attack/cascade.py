@@ -3,6 +3,8 @@
 A cheap search for every prompt and a wider one only where it failed: the wide search's cost
 is paid on the prompts that need it (a real model's), not on those a few queries flip (the
 demo's). The result reads as one attack's: every verified edit, queries summed per prompt.
+The stages share one ``SearchMemo``: an edit an earlier stage scored or verified is not
+queried again (the wide search's plan holds the default's trigger and synonym edits).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 from probe.attack.oneword import OneWordAttack
 from probe.attack.records import AttackResult
+from probe.attack.search import SearchMemo
 from probe.attribution.base import WordAttribution
 from probe.data import Prompt
 from probe.judge import RefusalJudge
@@ -35,9 +38,11 @@ class CascadeAttack:
         attributions: Sequence[WordAttribution],
         refused: dict[str, bool],
         *,
+        memo: SearchMemo | None = None,
         progress: bool = False,
     ) -> AttackResult:
         result = AttackResult([], {}, set(), 0)
+        memo = SearchMemo() if memo is None else memo
         todo = list(prompts)
         for step, attack in enumerate(self.attacks):
             if step:
@@ -47,7 +52,7 @@ class CascadeAttack:
             if not todo:
                 break
             part = attack.run(
-                subject, judge, lexicon, todo, attributions, refused, progress=progress
+                subject, judge, lexicon, todo, attributions, refused, memo=memo, progress=progress
             )
             spent = result.queries_by_prompt
             result.records += [  # a record's query count covers the earlier attacks' queries

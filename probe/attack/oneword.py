@@ -16,7 +16,14 @@ from probe.attack.constraints import (
 )
 from probe.attack.goal import Goal, target_for
 from probe.attack.records import EDIT_KINDS, AttackResult
-from probe.attack.search import SEARCHES, Candidate, Plan, PromptSearch, run_search
+from probe.attack.search import (
+    SEARCHES,
+    Candidate,
+    Plan,
+    PromptSearch,
+    SearchMemo,
+    run_search,
+)
 from probe.attack.transformations import (
     CandidateSource,
     Deletions,
@@ -110,9 +117,11 @@ class OneWordAttack:
         attributions: Sequence[WordAttribution],
         refused: dict[str, bool],
         *,
+        memo: SearchMemo | None = None,
         progress: bool = False,
     ) -> AttackResult:
-        """Attack every labelled prompt whose judged behaviour matches its label."""
+        """Attack every labelled prompt whose judged behaviour matches its label; ``memo``
+        holds what an earlier attack on these prompts already scored and verified."""
         self._check_params()
         by_id = {a.id: a for a in attributions}
         notes: list[str] = []
@@ -226,6 +235,7 @@ class OneWordAttack:
             screen,
             max_verify=self.max_verify,
             max_new_tokens=self.max_new_tokens,
+            memo=memo,
             progress=progress,
         )
         result.fluency_evaluations = fluency.evaluations

@@ -23,6 +23,18 @@ from probe.subject.text import Subject
 Candidate = tuple[Edit, dict]  # an edit and its constraint values so far
 
 
+@dataclass
+class SearchMemo:
+    """What earlier searches of the same prompts paid for: each scored variant's margin, keyed
+    by (prompt id, its token ids: the margin is a function of them), and the variants already
+    verified (generated and judged), keyed by (prompt id, text). A cascade hands one memo to
+    every stage, so a later stage neither re-scores an edit (its margin is read back at no
+    query) nor verifies one again."""
+
+    margins: dict[tuple[str, tuple[int, ...]], float] = field(default_factory=dict)
+    verified: set[tuple[str, str]] = field(default_factory=set)
+
+
 class Plan:
     """A prompt's candidate groups in search order, each built on first use: proposing and
     checking the candidates of a position (tagging every edited sentence) is paid only for
@@ -99,11 +111,14 @@ def run_search(
     *,
     max_verify: int,
     max_new_tokens: int,
+    memo: SearchMemo | None = None,
     progress: bool = False,
 ) -> None:
     """Score each prompt's next position group (one margin batch per prompt, shared prefix),
     verify the screened candidates that crossed zero, best first, one generation batch per step;
-    then verify the best-scoring screened edits of prompts that never crossed."""
+    then verify the best-scoring screened edits of prompts that never crossed. Margins and
+    verifications already in ``memo`` are reused, not queried (nor counted) again."""
+    memo = memo if memo is not None else SearchMemo()
     bar = tqdm(total=len(searches), desc="attack", unit="prompt", disable=not progress)
     active = list(searches)
     while active:
@@ -115,22 +130,29 @@ def run_search(
             search.next_group += 1
             if not group:
                 continue
-            if search.prefix is None:
-                search.prefix = subject.prefill(search.base_ids)
-            margins = subject.shared_prefix_margins(
-                search.base_ids,
-                [subject.encode(edit.variant).input_ids for edit, _ in group],
-                prefix=search.prefix,
-            ).tolist()
-            search.queries += len(group)
+            pid = search.prompt.id
+            keys = [(pid, tuple(subject.encode(edit.variant).input_ids)) for edit, _ in group]
+            fresh = [key for key in dict.fromkeys(keys) if key not in memo.margins]
+            if fresh:
+                if search.prefix is None:
+                    search.prefix = subject.prefill(search.base_ids)
+                scored = subject.shared_prefix_margins(
+                    search.base_ids, [list(ids) for _, ids in fresh], prefix=search.prefix
+                ).tolist()
+                memo.margins.update(zip(fresh, scored, strict=True))
+                search.queries += len(fresh)
             ranked = sorted(
-                ((m, edit, values) for m, (edit, values) in zip(margins, group, strict=True)),
+                (
+                    (memo.margins[key], edit, values)
+                    for key, (edit, values) in zip(keys, group, strict=True)
+                    if (pid, edit.variant.text) not in memo.verified
+                ),
                 key=lambda m: -search.goal.progress(m[0]),
             )
             crossed = [m for m in ranked if search.goal.progress(m[0]) > 0]
             search.pending = screen(search, crossed, max_verify - search.verified)
             search.best += ranked[: max_verify * 3]
-        _verify_pending(subject, judge, scoring, refused, result, max_verify, max_new_tokens)
+        _verify_pending(subject, judge, scoring, refused, result, max_verify, max_new_tokens, memo)
         active = [
             s for s in active if s.prompt.id not in result.flipped_ids and s.verified < max_verify
         ]
@@ -146,7 +168,7 @@ def run_search(
             key=lambda m: -search.goal.progress(m[0]),
         )
         search.pending = screen(search, near, max_verify - search.verified)
-    _verify_pending(subject, judge, leftovers, refused, result, max_verify, max_new_tokens)
+    _verify_pending(subject, judge, leftovers, refused, result, max_verify, max_new_tokens, memo)
     bar.update(len(searches) - bar.n)
     bar.close()
     for search in searches:
@@ -169,6 +191,7 @@ def _verify_pending(
     result: AttackResult,
     max_verify: int,
     max_new_tokens: int,
+    memo: SearchMemo,
 ) -> None:
     """Verify pending edits (best first) by generation + judge, one batch per step."""
     while True:
@@ -187,6 +210,7 @@ def _verify_pending(
         ):
             search.verified += 1
             search.queries += 1
+            memo.verified.add((search.prompt.id, edit.variant.text))
             judged = verdict.refusal
             success = search.goal.succeeded(judged)
             assert search.before is not None  # OneWordAttack fills in every missing margin

@@ -314,26 +314,47 @@ def test_a_shared_guided_width_follows_how_many_words_a_position_admits(demo_sub
     assert widths[0] > widths[5] > 2, widths
 
 
-def test_cascade_runs_the_next_attack_only_where_the_first_failed(demo_setup):
+def test_cascade_runs_the_next_attack_only_where_the_first_failed(demo_setup, monkeypatch):
     """recipes/thorough.py's composition: the second attack sees the first's unflipped
-    prompts only, and the result adds both (records, flips, queries per prompt)."""
+    prompts only, and the result adds both (records, flips, queries per prompt). The stages
+    share a memo: an edit the first scored or verified is neither scored nor verified again,
+    which the same two attacks run one after the other do."""
     from probe.attack.cascade import CascadeAttack
 
     subject, judge, lexicon, prompts, attributions, refused = demo_setup
+    scored: list[tuple] = []  # (prompt tokens, edited tokens) of every margin query
+    margins = subject.shared_prefix_margins
+
+    def spy(base_ids, candidates, **kwargs):
+        scored.extend((tuple(base_ids), tuple(c)) for c in candidates)
+        return margins(base_ids, candidates, **kwargs)
+
+    monkeypatch.setattr(subject, "shared_prefix_margins", spy)
     cheap = OneWordAttack(top_k_triggers=0, synonyms=False, max_new_tokens=16)  # 8 of 32
     wide = OneWordAttack(max_new_tokens=16)
     first = cheap.run(subject, judge, lexicon, prompts, attributions, refused)
     left = [p for p in prompts if p.id in first.attacked and p.id not in first.flipped_ids]
     second = wide.run(subject, judge, lexicon, left, attributions, refused)
+    apart = list(scored)
+    scored.clear()
     both = CascadeAttack([cheap, wide]).run(subject, judge, lexicon, prompts, attributions, refused)
     assert left and first.flipped_ids and second.flipped_ids  # both attacks matter here
     assert both.flipped_ids == first.flipped_ids | second.flipped_ids
     assert both.attacked == first.attacked
-    assert both.queries == first.queries + second.queries
-    assert len(both.records) == len(first.records) + len(second.records)
-    for prompt in left:
-        spent = first.queries_by_prompt[prompt.id] + second.queries_by_prompt[prompt.id]
-        assert both.queries_by_prompt[prompt.id] == spent
+
+    def verified(records) -> list[tuple[str, str]]:
+        return [(r.id, r.variant) for r in records]
+
+    assert len(set(apart)) < len(apart)  # run apart, the second re-scores the first's edits
+    assert len(set(scored)) == len(scored)  # the cascade scores each edit once ...
+    assert len(set(verified(both.records))) == len(both.records)  # ... and verifies it once
+    assert both.queries < first.queries + second.queries
+    assert set(verified(both.records)) == set(verified(first.records + second.records))
+    for record in both.records:  # a record's count includes the earlier stage's queries
+        assert record.queries <= both.queries_by_prompt[record.id]
+    assert both.queries == sum(both.queries_by_prompt.values())
+    for prompt in both.attacked:
+        assert both.queries_by_prompt[prompt] >= first.queries_by_prompt[prompt]
 
 
 def test_thorough_recipe_flips_at_least_what_the_default_does(demo_setup, guided):
