@@ -14,11 +14,17 @@ budget; a prompt succeeds when a scored candidate is a verified, fluent flip.
     python benchmarks/candidate_ranking.py --smollm2 12 --out a.json --shard 0/2  # ~2-4 min a
     python benchmarks/candidate_ranking.py --smollm2 12 --out b.json --shard 1/2  # prompt, 1 core
     python benchmarks/candidate_ranking.py --analyze a.json b.json
+    python benchmarks/candidate_ranking.py --analyze a.json b.json --list-flips ratings.tsv
+
+``--list-flips`` prints, per query, every verified fluent flip of the space (best margin first)
+with a blind rater's "same request" verdict where the ratings file has one: whether a query
+has any flip that keeps the request is a property of the model, not of the search.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import itertools
 import json
@@ -230,7 +236,31 @@ def in_scope(prompt: dict) -> dict:
     return {**prompt, "candidates": kept}
 
 
-def analyze(paths: list[Path]) -> None:
+def list_flips(prompts: list[dict], ratings: Path) -> None:
+    """Each query's verified fluent flips, best margin first, with the rated "same request"
+    verdict ("?" where unrated)."""
+    from probe.words import split_words
+
+    with ratings.open(newline="") as handle:
+        rated = {
+            (r["id"], int(r["position"]), r["new_word"]): r["same_request"]
+            for r in csv.DictReader(handle, delimiter="\t")
+            if r["kind"] == "substitution"
+        }
+    for prompt in prompts:
+        flips = sorted(
+            (c for c in prompt["candidates"] if c.get("flipped")), key=lambda c: -c["progress"]
+        )
+        if not flips:
+            continue
+        words = [w.text for w in split_words(prompt["original"])]
+        print(f"{prompt['id']} (toward {prompt['target']}): {prompt['original']}")
+        for c in flips:
+            verdict = rated.get((prompt["id"], c["position"], c["word"]), "?")
+            print(f"    {words[c['position']]} -> {c['word']}  same request: {verdict}")
+
+
+def analyze(paths: list[Path], ratings: Path | None = None) -> None:
     files = [json.loads(path.read_text()) for path in paths]
     dumped = [p for f in files for p in f["prompts"]]
     prompts = [in_scope(p) for p in dumped]
@@ -253,6 +283,9 @@ def analyze(paths: list[Path]) -> None:
             f"fluent one-word flip in the space, {flipped / max(1, len(attacked)):.1%} "
             f"[{low:.0%}, {high:.0%}]"
         )
+    if ratings is not None:
+        list_flips(flippable, ratings)
+        return
     print(f"{'ranker':<26} {'w':>5} {'median first-flip rank':>23} {'within 10%':>11}")
     for name, (fn, weights) in RANKERS.items():
         for w in weights:
@@ -279,13 +312,16 @@ def main() -> None:
     parser.add_argument("--smollm2", type=int, metavar="N", help="N unsafe + N safe queries")
     parser.add_argument("--out", type=Path, help="write the candidates here (JSON)")
     parser.add_argument("--analyze", type=Path, nargs="+", help="replay rankers over written files")
+    parser.add_argument(
+        "--list-flips", type=Path, metavar="RATINGS", help="with --analyze: list the flips"
+    )
     parser.add_argument("--shard", default="0/1", help="K/N: attacked prompts K, K+N, ...")
     parser.add_argument("--skip", type=Path, nargs="*", default=[], help="files of done prompts")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.analyze:
-        analyze(args.analyze)
+        analyze(args.analyze, args.list_flips)
     elif args.smollm2 and args.out:
         k, n = (int(x) for x in args.shard.split("/"))
         done = frozenset(
