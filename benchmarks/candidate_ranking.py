@@ -14,11 +14,13 @@ budget; a prompt succeeds when a scored candidate is a verified, fluent flip.
     python benchmarks/candidate_ranking.py --smollm2 12 --out a.json --shard 0/2  # ~2-4 min a
     python benchmarks/candidate_ranking.py --smollm2 12 --out b.json --shard 1/2  # prompt, 1 core
     python benchmarks/candidate_ranking.py --analyze a.json b.json
-    python benchmarks/candidate_ranking.py --analyze a.json b.json --list-flips ratings.tsv
+    python benchmarks/candidate_ranking.py --analyze a.json b.json --study 100 \
+        --list-flips benchmarks/data/cascade_ratings.tsv
 
 ``--list-flips`` prints, per query, every verified fluent flip of the space (best margin first)
-with a blind rater's "same request" verdict where the ratings file has one: whether a query
-has any flip that keeps the request is a property of the model, not of the search.
+with a blind rater's verdicts where the ratings file has them, and how many queries have a flip
+that keeps the request: whether one exists is a property of the model, not of the search.
+``--study 100`` keeps only the study's 100 + 100 test queries (the dumps also hold 17 others).
 """
 
 from __future__ import annotations
@@ -237,16 +239,20 @@ def in_scope(prompt: dict) -> dict:
 
 
 def list_flips(prompts: list[dict], ratings: Path) -> None:
-    """Each query's verified fluent flips, best margin first, with the rated "same request"
-    verdict ("?" where unrated)."""
+    """Each query's verified fluent flips, best margin first, with the rater's verdicts
+    ("?" where unrated); then per direction, how many queries have a flip rated the same
+    request, and one rated grammatical, natural and the same request."""
     from probe.words import split_words
 
     with ratings.open(newline="") as handle:
         rated = {
-            (r["id"], int(r["position"]), r["new_word"]): r["same_request"]
+            (r["id"], int(r["position"]), r["new_word"]): r
             for r in csv.DictReader(handle, delimiter="\t")
             if r["kind"] == "substitution"
         }
+    same: set[str] = set()
+    acceptable: set[str] = set()
+    unrated: set[str] = set()
     for prompt in prompts:
         flips = sorted(
             (c for c in prompt["candidates"] if c.get("flipped")), key=lambda c: -c["progress"]
@@ -256,13 +262,41 @@ def list_flips(prompts: list[dict], ratings: Path) -> None:
         words = [w.text for w in split_words(prompt["original"])]
         print(f"{prompt['id']} (toward {prompt['target']}): {prompt['original']}")
         for c in flips:
-            verdict = rated.get((prompt["id"], c["position"], c["word"]), "?")
-            print(f"    {words[c['position']]} -> {c['word']}  same request: {verdict}")
+            row = rated.get((prompt["id"], c["position"], c["word"]))
+            if row is None:
+                unrated.add(prompt["id"])
+                verdicts = "unrated"
+            else:
+                keys = ("grammatical", "natural", "same_request")
+                verdicts = " ".join(f"{k}={row[k]}" for k in keys)
+                if row["same_request"] == "1":
+                    same.add(prompt["id"])
+                    if row["grammatical"] == "1" and row["natural"] == "1":
+                        acceptable.add(prompt["id"])
+            print(f"    {words[c['position']]} -> {c['word']}  {verdicts}")
+    for target in ("compliance", "refusal"):
+        ids = {p["id"] for p in prompts if p["target"] == target}
+        print(
+            f"toward {target}: of {len(ids)} attacked queries, {len(same & ids)} have a flip "
+            f"rated the same request, {len(acceptable & ids)} one rated grammatical, natural and "
+            f"the same request ({len(unrated & ids)} with unrated flips)"
+        )
 
 
-def analyze(paths: list[Path], ratings: Path | None = None) -> None:
+def study_ids(n: int) -> set[str]:
+    """The ids of the study's seeded ``n`` unsafe + ``n`` safe test queries (needs ../shared)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import vlguard_smollm2 as study
+
+    return {p.id for p in study.study_prompts(n, n, 0)[0]}
+
+
+def analyze(paths: list[Path], ratings: Path | None = None, study: int | None = None) -> None:
     files = [json.loads(path.read_text()) for path in paths]
     dumped = [p for f in files for p in f["prompts"]]
+    if study is not None:
+        kept = study_ids(study)
+        dumped = [p for p in dumped if p["id"] in kept]
     prompts = [in_scope(p) for p in dumped]
     dropped = sum(len(p["candidates"]) for p in dumped) - sum(len(p["candidates"]) for p in prompts)
     print(f"candidates swapping a quantifier or negation, dropped: {dropped}")
@@ -284,7 +318,7 @@ def analyze(paths: list[Path], ratings: Path | None = None) -> None:
             f"[{low:.0%}, {high:.0%}]"
         )
     if ratings is not None:
-        list_flips(flippable, ratings)
+        list_flips(prompts, ratings)
         return
     print(f"{'ranker':<26} {'w':>5} {'median first-flip rank':>23} {'within 10%':>11}")
     for name, (fn, weights) in RANKERS.items():
@@ -315,13 +349,16 @@ def main() -> None:
     parser.add_argument(
         "--list-flips", type=Path, metavar="RATINGS", help="with --analyze: list the flips"
     )
+    parser.add_argument(
+        "--study", type=int, metavar="N", help="with --analyze: only the study's N + N queries"
+    )
     parser.add_argument("--shard", default="0/1", help="K/N: attacked prompts K, K+N, ...")
     parser.add_argument("--skip", type=Path, nargs="*", default=[], help="files of done prompts")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.analyze:
-        analyze(args.analyze, args.list_flips)
+        analyze(args.analyze, args.list_flips, args.study)
     elif args.smollm2 and args.out:
         k, n = (int(x) for x in args.shard.split("/"))
         done = frozenset(

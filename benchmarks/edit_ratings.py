@@ -22,6 +22,10 @@ same way with their originals.
 
 Batch 3 adds the 7 flips the recipe's wider width (share of the admitted words) found that no
 earlier batch holds, rated the same way. ``--flips RECORDS`` rates only one run's flips.
+Batch 4 (2026-12-05, session 6) rates every other verified flip of the exhaustive dump over
+the study's queries (62 edits; the same procedure, a new rater instance), so that
+``candidate_ranking.py --analyze ... --list-flips`` can say which queries have any flip that
+keeps the request.
 
 The tuned model is the one ``benchmarks/vlguard_smollm2.py`` builds (never built here).
 """
