@@ -240,8 +240,8 @@ def in_scope(prompt: dict) -> dict:
 
 def list_flips(prompts: list[dict], ratings: Path) -> None:
     """Each query's verified fluent flips, best margin first, with the rater's verdicts
-    ("?" where unrated); then per direction, how many queries have a flip rated the same
-    request, and one rated grammatical, natural and the same request."""
+    ("unrated" where the file has none); then per direction, how many queries have a flip
+    rated the same request, and one rated grammatical, natural and the same request."""
     from probe.words import split_words
 
     with ratings.open(newline="") as handle:
